@@ -1,0 +1,33 @@
+"""Shared test fixtures: every test runs against an empty, private cache and a clean environment."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = (ROOT / ".." / "shared").resolve()
+FIXTURES = SHARED / "fixtures"
+MANIFESTS = SHARED / "manifests"
+CONFIGS = SHARED / "configs"
+REFERENCE = SHARED / "reference"
+TOOLS = SHARED / "tools"
+INPUT_IMAGE = FIXTURES / "inputs" / "A.png"
+
+_ENV = ("ODZOO_CACHE", "ODZOO_MIRROR", "ODZOO_OFFLINE", "ODZOO_REGISTRY", "ODZOO_QUIET")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh cache folder per test; no mirror, offline flag or private registry leaks in."""
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("ODZOO_CACHE", str(cache))
+    monkeypatch.setenv("ODZOO_QUIET", "1")
+    return cache
+
+
+def shared_available() -> bool:
+    return (SHARED / "README.md").is_file()

@@ -1,0 +1,1 @@
+"""Keras implementations of zoo meta-architectures (CenterNet) and their building blocks."""
