@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# test modules may write either `from .conftest import X` or `from conftest import X`
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 SHARED = (ROOT / ".." / "shared").resolve()
 FIXTURES = SHARED / "fixtures"
 MANIFESTS = SHARED / "manifests"

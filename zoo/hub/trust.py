@@ -1,0 +1,67 @@
+"""Trust on first use: the sha256 of the first verified download of each URL, kept in
+``<cache>/digests.json``; later downloads of that URL must match it."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from zoo.errors import CacheError, IntegrityError
+from zoo.hub.cache import Layout
+from zoo.hub.lock import hold
+
+_LOCK_NAME = "digests"
+
+
+def _read(layout: Layout) -> dict:
+    try:
+        with open(layout.digests, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"{layout.digests} is unreadable ({exc}); fix or delete it "
+                         "(recorded digests will be learned again)") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def recorded(layout: Layout, url: str) -> dict | None:
+    """The record ``{"sha256", "size", "recorded"}`` for ``url``, or None."""
+    entry = _read(layout).get(url)
+    return entry if isinstance(entry, dict) and "sha256" in entry else None
+
+
+def record(layout: Layout, url: str, sha256: str, size: int) -> None:
+    """Remember the digest of ``url`` unless one is known; a different known one is an error."""
+    with hold(layout, _LOCK_NAME):
+        data = _read(layout)
+        known = data.get(url)
+        if isinstance(known, dict) and known.get("sha256"):
+            if known["sha256"] != sha256:
+                raise IntegrityError(
+                    f"{url}: sha256 {sha256} differs from {known['sha256']} recorded on first "
+                    f"download in {layout.digests}; if the publisher really changed the file, "
+                    "run `odzoo cache rm NAME --forget-digest` and download again")
+            return
+        data[url] = {"sha256": sha256, "size": size, "recorded": time.time()}
+        _write(layout, data)
+
+
+def forget(layout: Layout, url: str) -> bool:
+    """Drop the record of ``url``; True if there was one."""
+    with hold(layout, _LOCK_NAME):
+        data = _read(layout)
+        if url not in data:
+            return False
+        del data[url]
+        _write(layout, data)
+        return True
+
+
+def _write(layout: Layout, data: dict) -> None:
+    tmp = layout.digests.with_name(f"digests.json.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, layout.digests)
