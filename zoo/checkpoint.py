@@ -25,6 +25,7 @@ __all__ = [
     "RestoreReport",
     "VALUE_SUFFIX",
     "checkpoint_prefix",
+    "match_variables",
     "read_checkpoint_keys",
     "restore",
 ]
@@ -94,7 +95,7 @@ def _subtree(key: str) -> str:
     for i, part in enumerate(parts):
         if part.startswith("layer_with_weights-") or part.startswith("layer-"):
             return "/".join(parts[:i]) or part
-    return "/".join(parts[:-2]) if len(parts) > 2 else "/".join(parts[:-1]) or key
+    return "/".join(parts[:-1]) or key
 
 
 def _grouped(keys: Iterable[str], per_group: int = 4) -> list[str]:
@@ -150,37 +151,24 @@ def _is_optimizer(key: str) -> bool:
     return "/.OPTIMIZER_SLOT/" in key or key.startswith("optimizer/") or key.startswith("optimizer.")
 
 
-def restore(
+def match_variables(
     variable_map: Mapping[str, Any],
-    checkpoint: str | os.PathLike[str],
+    checkpoint_shapes: Mapping[str, Iterable[int]],
     *,
-    strict: bool = True,
     model_variables: Iterable[Any] | None = None,
     skip: Mapping[str, str] | None = None,
-) -> RestoreReport:
-    """Assign checkpoint values to the variables of ``variable_map``.
+    checkpoint: str = "<checkpoint>",
+) -> tuple[RestoreReport, list[tuple[str, Any]]]:
+    """Match a variable map against checkpoint keys/shapes without reading or assigning values.
 
-    ``variable_map``: checkpoint key (with or without the ``/.ATTRIBUTES/VARIABLE_VALUE`` suffix) ->
-    Keras (or tf) variable. ``model_variables``: every variable of the model; any of them absent
-    from the map counts as missing. ``skip``: key -> reason; those keys are neither restored nor
-    reported as missing/unexpected (used to re-initialise class-dependent layers).
-    With ``strict=True`` any missing, unexpected or mis-shaped entry raises
-    :class:`CheckpointMismatchError` carrying the full report, before any assignment. With
-    ``strict=False`` everything that matches is assigned and the report says what was left.
+    Returns the report (nothing assigned yet) and the ``(key, variable)`` pairs a restore would
+    assign. :func:`restore` is this plus the values; tests use it with a checkpoint manifest.
     """
-    import tensorflow as tf
-
-    prefix = checkpoint_prefix(checkpoint)
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as exc:
-        raise CheckpointMismatchError(f"cannot read checkpoint {prefix}: {exc}") from exc
-    shapes = {_strip(k): tuple(int(d) for d in s) for k, s in reader.get_variable_to_shape_map().items()}
-    full_keys = {_strip(k): k for k in reader.get_variable_to_shape_map()}
+    shapes = {_strip(k): tuple(int(d) for d in s) for k, s in checkpoint_shapes.items()}
     wanted = {_strip(k): v for k, v in variable_map.items()}
     skip = {_strip(k): why for k, why in (skip or {}).items()}
 
-    report = RestoreReport(checkpoint=prefix)
+    report = RestoreReport(checkpoint=checkpoint)
     for key in shapes:
         if key.split("/")[0] in _BOOKKEEPING:
             report.ignored.append(key)
@@ -215,9 +203,43 @@ def restore(
             if id(var) not in mapped:
                 report.missing.append(f"<unmapped model variable> {getattr(var, 'path', None) or var.name}")
     report.missing.sort()
+    return report, plan
 
+
+def restore(
+    variable_map: Mapping[str, Any],
+    checkpoint: str | os.PathLike[str],
+    *,
+    strict: bool = True,
+    model_variables: Iterable[Any] | None = None,
+    skip: Mapping[str, str] | None = None,
+) -> RestoreReport:
+    """Assign checkpoint values to the variables of ``variable_map``.
+
+    ``variable_map``: checkpoint key (with or without the ``/.ATTRIBUTES/VARIABLE_VALUE`` suffix) ->
+    Keras (or tf) variable. ``model_variables``: every variable of the model; any of them absent
+    from the map counts as missing. ``skip``: key -> reason; those keys are neither restored nor
+    reported as missing/unexpected (used to re-initialise class-dependent layers).
+    With ``strict=True`` any missing, unexpected or mis-shaped entry raises
+    :class:`CheckpointMismatchError` carrying the full report, before any assignment. With
+    ``strict=False`` everything that matches is assigned and the report says what was left.
+    """
+    import tensorflow as tf
+
+    prefix = checkpoint_prefix(checkpoint)
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as exc:
+        raise CheckpointMismatchError(f"cannot read checkpoint {prefix}: {exc}") from exc
+    stored = reader.get_variable_to_shape_map()
+    full_keys = {_strip(k): k for k in stored}
+    report, plan = match_variables(
+        variable_map, stored, model_variables=model_variables, skip=skip, checkpoint=prefix
+    )
     if strict and not report.ok:
-        raise CheckpointMismatchError("strict restore failed; the model was left untouched.\n" + report.summary())
+        error = CheckpointMismatchError("strict restore failed; the model was left untouched.\n" + report.summary())
+        error.report = report  # type: ignore[attr-defined]
+        raise error
 
     for key, var in plan:
         value = reader.get_tensor(full_keys[key])

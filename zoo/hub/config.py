@@ -89,7 +89,7 @@ class NetSettings:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     retry_after_max: float = 60.0
-    chunk_size: int = 4 << 20
+    chunk_size: int = 1 << 20
 
     @classmethod
     def from_env(cls) -> "NetSettings":

@@ -108,7 +108,7 @@ def resize_batch(resizer: Resizer, images: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
         lambda im: resize_image(resizer, im),
         images,
         fn_output_signature=(
-            tf.TensorSpec([out_shape[0] if out_shape else None, out_shape[1] if out_shape else None, None], tf.float32),
+            tf.TensorSpec([out_shape[0] if out_shape else None, out_shape[1] if out_shape else None, images.shape[-1]], tf.float32),
             tf.TensorSpec([3], tf.int32),
         ),
     )

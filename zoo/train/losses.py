@@ -145,7 +145,9 @@ def _keypoint_l1(prediction: tf.Tensor, indices: tf.Tensor, target: tf.Tensor, w
     otherwise read the object's centre cell (regression, indices ``[B, M, 2]``).
     """
     num_kp = tf.shape(target)[2]
-    if per_keypoint_cell:
+    if per_keypoint_cell and prediction.shape[-1] == 2:  # one offset shared by all keypoint types
+        picked = gather_at(prediction, indices)                  # [B, M, K, 2]
+    elif per_keypoint_cell:
         picked = gather_at(prediction, indices)                  # [B, M, K, 2K]
         picked = tf.reshape(picked, tf.concat([tf.shape(picked)[:3], [num_kp, 2]], 0))
         picked = tf.linalg.diag_part(tf.transpose(picked, [0, 1, 4, 2, 3]))  # [B, M, 2, K]

@@ -1,0 +1,165 @@
+"""CenterNet fidelity: every zoo CenterNet checkpoint maps strictly onto our Keras model, and our
+model reproduces the original implementation's outputs (preprocess, every head, postprocess)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from tests.conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
+from zoo.checkpoint import match_variables, restore
+from zoo.errors import UnsupportedModelError
+from zoo.models.backbones import available_backbones
+from zoo.models.builder import build_model
+from zoo.pipeline_config import load, model_config
+
+CENTERNET = sorted(p.stem for p in MANIFESTS.glob("centernet_*.json"))
+# Models whose reference we reproduce here (each: one checkpoint write, one forward pass).
+REFERENCE_MODELS = [
+    "centernet_resnet50_v1_fpn_512x512_coco17_tpu-8",
+    "centernet_resnet101_v1_fpn_512x512_coco17_tpu-8",
+    "centernet_resnet50_v1_fpn_512x512_kpts_coco17_tpu-8",
+    "centernet_mobilenetv2fpn_512x512_coco17_od",
+    "centernet_mobilenetv2fpn_512x512_coco17_kpts",
+]
+REL_TOL = 1e-4
+
+
+def _manifest(name: str) -> dict:
+    return json.loads((MANIFESTS / f"{name}.json").read_text())
+
+
+def _variables_groups() -> list[list[str]]:
+    """Manifests grouped by identical variable lists (e.g. 512 and 1024 configs of one network)."""
+    groups: dict[str, list[str]] = {}
+    for name in CENTERNET:
+        extractor = model_config(load(CONFIGS / name / "pipeline.config"))[1].get("feature_extractor.type")
+        digest = hashlib.sha256(json.dumps([extractor, _manifest(name)["variables"]]).encode()).hexdigest()
+        groups.setdefault(digest, []).append(name)
+    return list(groups.values())
+
+
+GROUPS = _variables_groups()
+
+
+def test_all_eleven_centernet_manifests_are_covered() -> None:
+    assert len(CENTERNET) == 11
+    assert sorted(n for g in GROUPS for n in g) == CENTERNET
+
+
+@pytest.mark.parametrize("names", GROUPS, ids=lambda g: "+".join(n.replace("centernet_", "") for n in g))
+def test_checkpoint_layout_matches_manifest_strictly(names: list[str]) -> None:
+    """Every manifest key consumed, every model variable assigned, shapes equal (no values needed)."""
+    name = names[0]
+    cfg = load(CONFIGS / name / "pipeline.config")
+    extractor = model_config(cfg)[1].get("feature_extractor.type")
+    if extractor not in available_backbones():
+        with pytest.raises(UnsupportedModelError, match="saved_model"):
+            build_model(cfg)
+        return
+    net = build_model(cfg)
+    shapes = {key: shape for key, shape, _ in _manifest(name)["variables"]}
+    report, plan = match_variables(net.checkpoint_map(), shapes, model_variables=net.keras_model.weights)
+    assert report.ok, report.summary()
+    assert len(plan) == len(net.keras_model.weights) == len(shapes) - len(report.ignored)
+    for other in names[1:]:  # configs sharing the variable list must also build the same heads
+        other_net = build_model(CONFIGS / other / "pipeline.config")
+        assert sorted(other_net.checkpoint_map()) == sorted(net.checkpoint_map())
+
+
+# ------------------------------------------------------------------ reference outputs
+@pytest.fixture(scope="session")
+def synth_checkpoints(tmp_path_factory: pytest.TempPathFactory):
+    """Writes (once per session) the seed-0 checkpoint with the fixture's overrides."""
+    root = tmp_path_factory.mktemp("centernet_ckpts")
+    done: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in done:
+            out = root / name
+            subprocess.run(
+                [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{name}.json"), str(out),
+                 "--seed", "0", "--overrides", str(FIXTURES / name / "overrides.npz")],
+                check=True, capture_output=True,
+            )
+            done[name] = out
+        return done[name]
+
+    return make
+
+
+def _compare(ref: np.lib.npyio.NpzFile, key: str, mine: np.ndarray) -> None:
+    mine = np.asarray(mine)
+    if key in ref.files:
+        want = ref[key]
+        assert mine.shape == want.shape, f"{key}: shape {mine.shape} != {want.shape}"
+        if want.dtype.kind in "iu":
+            np.testing.assert_array_equal(mine, want, err_msg=key)
+            return
+        norm = np.linalg.norm(want)
+        err = np.linalg.norm(mine.astype(np.float64) - want) / max(norm, 1e-12)
+        assert err <= REL_TOL or np.allclose(mine, want, atol=1e-6), f"{key}: relative L2 error {err:.2e}"
+        return
+    assert key + "__sample_idx" in ref.files, f"{key} missing from the reference"
+    assert tuple(ref[key + "__shape"]) == mine.shape, key
+    idx, want = ref[key + "__sample_idx"], ref[key + "__sample_val"]
+    got = mine.reshape(-1)[idx]
+    err = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12)
+    assert err <= REL_TOL, f"{key}: sampled relative L2 error {err:.2e}"
+    full = mine.astype(np.float64)
+    sumsq = float(ref[key + "__sumsq"])
+    assert abs(float((full**2).sum()) - sumsq) <= REL_TOL * sumsq, f"{key}: sum of squares"
+    # Sums of zero-mean maps are cancellation noise: compare against the array's L2 scale.
+    assert abs(float(full.sum()) - float(ref[key + "__sum"])) <= REL_TOL * np.sqrt(full.size * sumsq), f"{key}: sum"
+
+
+@pytest.mark.parametrize("name", REFERENCE_MODELS)
+def test_reproduces_reference_outputs(name: str, synth_checkpoints) -> None:
+    net = build_model(CONFIGS / name / "pipeline.config")
+    report = restore(net.checkpoint_map(), synth_checkpoints(name), model_variables=net.keras_model.weights)
+    assert report.ok and len(report.matched) == len(net.keras_model.weights)
+
+    ref = np.load(FIXTURES / name / "reference.npz")
+    image = ref["input_image"] if "input_image" in ref.files else np.asarray(Image.open(INPUT_IMAGE).convert("RGB"))[None]
+    preprocessed, true_shapes = net.preprocess(tf.constant(image))
+    predictions = net.predict(preprocessed)
+    post = net.postprocess(predictions, true_shapes)
+
+    _compare(ref, "preprocessed_inputs", preprocessed.numpy())
+    np.testing.assert_array_equal(true_shapes.numpy(), ref["true_image_shapes"])
+    compared = 0
+    for head, outputs in predictions.items():
+        for i, tensor in enumerate(outputs):
+            _compare(ref, f"predict/{head}_{i}", tensor.numpy())
+            compared += 1
+    heads_in_ref = {k.split("__")[0] for k in ref.files if k.startswith("predict/")}
+    heads_in_ref = {k for k in heads_in_ref if "extracted_features" not in k and "preprocessed" not in k}
+    assert compared == len(heads_in_ref)
+    for key, value in post.items():
+        _compare(ref, f"postprocess/{key}", value.numpy())
+    assert {f"postprocess/{k}" for k in post} == {k for k in ref.files if k.startswith("postprocess/")}
+    if "predict/extracted_features_0" in ref.files:
+        features = net.backbone_model(preprocessed)
+        features = features if isinstance(features, (list, tuple)) else [features]
+        _compare(ref, "predict/extracted_features_0", features[0].numpy())
+
+
+def test_padding_quirk_reproduced_zero_area_boxes_in_padding(synth_checkpoints) -> None:
+    """Centres in the zero padding are not masked (grid indices compared with pixel sizes)."""
+    name = REFERENCE_MODELS[0]
+    ref = np.load(FIXTURES / name / "reference.npz")
+    boxes = ref["postprocess/detection_boxes_strided"][0]
+    # The reference image is 384x512 inside a 512x512 pad: grid rows >= 96 lie in the padding.
+    # The mask keeps every row below 384 (pixels), i.e. all 128 grid rows.
+    from zoo.models.centernet import _true_image_mask
+
+    mask = _true_image_mask(tf.zeros([1, 128, 128, 1]), tf.constant([[384, 512, 3]]))
+    assert float(tf.reduce_min(mask)) == 1.0
+    assert boxes.shape == (100, 4)

@@ -1,0 +1,177 @@
+"""The training loop on a tiny CenterNet: loss goes down, schedule, checkpoints/resume, BatchNorm
+recalibration, and MirroredStrategy over two logical CPU devices (in a subprocess)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from zoo.datasets.coco import CocoDataset  # noqa: E402
+from zoo.datasets.synthetic import make_shapes_dataset  # noqa: E402
+from zoo.train.data import InputGeometry, TrainingData  # noqa: E402
+from zoo.train.trainer import Trainer, TrainConfig, WarmupCosineDecay, learning_rate_schedule  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_TYPE = "tiny_test_backbone"
+
+TINY_CONFIG = """
+model { center_net {
+  num_classes: 3
+  feature_extractor { type: "%s" }
+  image_resizer { keep_aspect_ratio_resizer { min_dimension: 64 max_dimension: 64 pad_to_max_dimension: true } }
+  object_detection_task { task_loss_weight: 1.0 offset_loss_weight: 1.0 scale_loss_weight: 0.1
+    box_head_num_filters: 16 localization_loss { l1_localization_loss { } } }
+  object_center_params { object_center_loss_weight: 1.0 center_head_num_filters: 16 min_box_overlap_iou: 0.7
+    max_box_predictions: 20 classification_loss { penalty_reduced_logistic_focal_loss { alpha: 2.0 beta: 4.0 } } }
+} }
+train_config { batch_size: 4 num_steps: 10 }
+""" % TINY_TYPE
+
+
+class TinyBackbone:
+    """A three-conv stride-4 backbone with one BatchNorm, following the backbone contract."""
+
+    stride = 4
+
+    def __init__(self, config: object = None) -> None:
+        self.config = config
+
+    def preprocess(self, images):
+        return images / 127.5 - 1.0
+
+    def build(self):
+        x = keras.Input((None, None, 3))
+        y = keras.layers.Conv2D(12, 3, strides=2, padding="same", activation="relu")(x)
+        y = keras.layers.Conv2D(16, 3, strides=2, padding="same")(y)
+        y = keras.layers.BatchNormalization()(y)
+        y = keras.layers.ReLU()(y)
+        y = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(y)
+        return keras.Model(x, [y])
+
+    def checkpoint_map(self, model):
+        out = {}
+        for n, layer in enumerate(l for l in model.layers if l.weights):
+            for w in layer.weights:
+                out[f"_tiny/layer_with_weights-{n}/{w.name}"] = w
+        return out
+
+
+def register_tiny() -> None:
+    from zoo.models.backbones import register_backbone
+
+    register_backbone(TINY_TYPE, TinyBackbone)
+
+
+def tiny_net(num_classes: int = 3):
+    from zoo.models.builder import build_model
+    from zoo.pipeline_config import parse
+
+    register_tiny()
+    return build_model(parse(TINY_CONFIG), num_classes=num_classes)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = make_shapes_dataset(tmp_path_factory.mktemp("shapes"), 16, seed=5, image_size=(64, 64))
+    return CocoDataset(root / "annotations.json", root / "images")
+
+
+def test_learning_rate_schedule():
+    s = WarmupCosineDecay(1e-3, total_steps=100, warmup_steps=10, warmup_learning_rate=2e-4)
+    assert float(s(0)) == pytest.approx(2e-4)
+    assert float(s(5)) == pytest.approx(6e-4)
+    assert float(s(10)) == pytest.approx(1e-3)
+    assert float(s(55)) == pytest.approx(5e-4, rel=1e-4)
+    assert float(s(100)) == pytest.approx(0.0, abs=1e-9)
+    flat = learning_rate_schedule(TrainConfig(steps=50, learning_rate=3e-3, schedule="constant", warmup_steps=0))
+    assert float(flat(40)) == pytest.approx(3e-3)
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(steps=5, schedule="linear")
+
+
+def test_trainer_lowers_loss_checkpoints_and_resumes(shapes, tmp_path):
+    keras.utils.set_random_seed(0)
+    net = tiny_net()
+    data = TrainingData(shapes, InputGeometry(64, 64), 3, seed=0)
+    config = TrainConfig(steps=30, batch_size=8, learning_rate=5e-3, checkpoint_every=15)
+    before = [v.numpy().copy() for v in net.keras_model.trainable_variables]
+    result = Trainer(net, data, config, out_dir=tmp_path).run(progress=False, log_every=5)
+    assert result.steps_run == 30 and result.final_step == 30
+    assert result.history[-1]["total"] < 0.6 * result.history[0]["total"]
+    assert all(np.isfinite(h["total"]) for h in result.history)
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, net.keras_model.trainable_variables))
+    assert [Path(p).name for p in result.checkpoints] == ["ckpt-15", "ckpt-30"]
+    assert (tmp_path / "train" / "checkpoint").is_file()
+
+    # a fresh model with the same out_dir resumes at step 30: weights restored, nothing left to do
+    keras.utils.set_random_seed(1)
+    again = tiny_net()
+    trainer = Trainer(again, data, config, out_dir=tmp_path)
+    assert int(trainer.step.numpy()) == 30
+    for a, b in zip(net.keras_model.weights, again.keras_model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert trainer.run(progress=False).steps_run == 0
+    longer = Trainer(again, data, TrainConfig(steps=33, batch_size=8, learning_rate=5e-3), out_dir=tmp_path)
+    assert longer.run(progress=False).steps_run == 3
+
+
+def test_recalibrate_batch_norm_sets_statistics_of_the_data(shapes):
+    from zoo.finetune import recalibrate_batch_norm
+
+    net = tiny_net()
+    data = TrainingData(shapes, InputGeometry(64, 64), 3, seed=0)
+    bn = [l for l in net.keras_model._flatten_layers(recursive=True) if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(bn) == 1
+    np.testing.assert_array_equal(bn[0].moving_mean.numpy(), 0.0)
+    assert recalibrate_batch_norm(net, data, batches=3, batch_size=4) == 1
+    assert bn[0].momentum == pytest.approx(0.99)  # restored
+    # the moving mean is now the mean activation entering the BatchNorm over those images
+    batch = next(iter(data.tf_dataset(16, shuffle=False, repeat=False, augmented=False)))
+    inner = net.backbone_model
+    probe = keras.Model(inner.input, inner.layers[2].output)
+    expected = probe(net.backbone.preprocess(batch["image"])).numpy().mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(bn[0].moving_mean.numpy(), expected, rtol=0.15, atol=0.05)
+
+
+def test_mirrored_strategy_two_logical_cpus(shapes, tmp_path):
+    """finetune under MirroredStrategy over 2 logical CPUs; must configure devices before TF starts."""
+    config = tmp_path / "pipeline.config"
+    config.write_text(TINY_CONFIG, encoding="utf-8")
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.test_train_loop import register_tiny
+        register_tiny()
+        import zoo
+        from zoo.datasets.coco import CocoDataset
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        ds = CocoDataset({str(shapes.annotations_path)!r}, {str(shapes.images_dir)!r})
+        det = zoo.finetune({str(config)!r}, ds, steps=6, batch_size=4, learning_rate=3e-3, strategy=strategy,
+                           progress=False, recalibrate_batches=2, out_dir={str(tmp_path / "out")!r}, name="tiny_mirrored",
+                           saved_model=False)
+        var = det.net.keras_model.trainable_variables[0]
+        r = det.finetune_result
+        print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "steps": r.steps,
+                           "losses": [h["total"] for h in r.history], "labels": det.label_map,
+                           "var_type": type(var).__name__, "tarball": str(r.tarball)}}))
+    """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert report["steps"] == 6 and all(np.isfinite(report["losses"]))
+    assert report["labels"] == {"1": "circle", "2": "square", "3": "triangle"}
+    assert Path(report["tarball"]).is_file()

@@ -1,0 +1,110 @@
+"""Compare two ``results.json`` files and flag regressions.
+
+Models are matched by name and device. With ``tolerance`` t (relative), a regression is:
+
+* an accuracy drop: new AP < old AP x (1 - t) for box, keypoint or mask AP;
+* a latency increase: new p50 > old p50 x (1 + t);
+* a model that ran in the old results and fails in the new ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import DatasetError
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One compared figure of one model."""
+
+    model: str
+    device: str
+    metric: str
+    old: float | None
+    new: float | None
+    regression: bool
+    note: str = ""
+
+    @property
+    def change(self) -> float | None:
+        """Relative change (new / old - 1)."""
+        if self.old in (None, 0) or self.new is None:
+            return None
+        return self.new / self.old - 1.0
+
+    def line(self) -> str:
+        flag = "REGRESSION" if self.regression else "ok"
+        change = "" if self.change is None else f" ({self.change:+.1%})"
+        old = "–" if self.old is None else f"{self.old:.4g}"
+        new = "–" if self.new is None else f"{self.new:.4g}"
+        return f"{flag:<10} {self.model} [{self.device}] {self.metric}: {old} -> {new}{change}{' ' + self.note if self.note else ''}"
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a ``results.json`` written by ``odzoo bench``."""
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"benchmark results not found: {p}; pass a results.json written by 'odzoo bench'")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"benchmark results {p} are not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
+        raise DatasetError(f"{p} is not an odzoo results.json (no 'models' list)")
+    return doc
+
+
+_ACCURACY = (("box AP", "bbox"), ("keypoint AP", "keypoints"), ("mask AP", "segm"))
+
+
+def _ap(rec: dict, iou: str) -> float | None:
+    acc = rec.get("accuracy") or {}
+    try:
+        return float(acc[iou]["stats"]["AP"])
+    except (KeyError, TypeError):
+        return None
+
+
+def _p50(rec: dict) -> float | None:
+    try:
+        return float(rec["latency"]["p50_ms"])
+    except (KeyError, TypeError):
+        return None
+
+
+def compare(old: dict[str, Any], new: dict[str, Any], *, tolerance: float = 0.05) -> list[Finding]:
+    """Every comparable figure of every model present in both documents."""
+    if tolerance < 0:
+        raise DatasetError(f"tolerance must be >= 0, got {tolerance}")
+    before = {(r.get("model"), r.get("device")): r for r in old.get("models", [])}
+    findings: list[Finding] = []
+    for rec in new.get("models", []):
+        key = (rec.get("model"), rec.get("device"))
+        model, device = str(key[0]), str(key[1])
+        prev = before.get(key)
+        if prev is None:
+            findings.append(Finding(model, device, "presence", None, None, False, "new model, nothing to compare"))
+            continue
+        if "error" in rec:
+            findings.append(Finding(model, device, "run", None, None, "error" not in prev, rec["error"]))
+            continue
+        if "error" in prev:
+            continue
+        for label, iou in _ACCURACY:
+            a, b = _ap(prev, iou), _ap(rec, iou)
+            if a is not None and b is not None:
+                findings.append(Finding(model, device, label, a, b, b < a * (1.0 - tolerance)))
+        a, b = _p50(prev), _p50(rec)
+        if a is not None and b is not None:
+            findings.append(Finding(model, device, "p50 ms", a, b, b > a * (1.0 + tolerance)))
+    gone = set(before) - {(r.get("model"), r.get("device")) for r in new.get("models", [])}
+    for model, device in sorted(gone, key=str):
+        findings.append(Finding(str(model), str(device), "presence", None, None, False, "missing from the new results"))
+    return findings
+
+
+def has_regression(findings: list[Finding]) -> bool:
+    return any(f.regression for f in findings)

@@ -1,0 +1,128 @@
+"""``Detector``: one ``detect()`` for every model and every backend.
+
+``detect`` accepts an ``[H, W, 3]`` uint8 array, a list of images of different sizes, a batched
+``[B, H, W, 3]`` array or tensor, a PIL image or a path (see :mod:`zoo.images`), and returns one
+:class:`~zoo.detections.Detections` for a single image, a list for a list or batch.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .detections import Detections
+from .images import ImageBatch, normalize_images
+
+__all__ = ["Detector"]
+
+
+class Detector:
+    """A loaded detection model behind one of the backends (``keras``, ``saved_model``, ``hub``)."""
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        spec: Any = None,
+        model_dir: Path | None = None,
+        label_map: Mapping[int, str] | None = None,
+        restore_report: Any = None,
+        net: Any = None,
+    ) -> None:
+        self._backend = backend
+        self.spec = spec
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.label_map = dict(label_map) if label_map is not None else None
+        self.restore_report = restore_report
+        self.net = net
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def backend(self) -> str:
+        """Name of the backend: ``"keras"``, ``"saved_model"`` or ``"hub"``."""
+        return str(self._backend.name)
+
+    @property
+    def model(self) -> Any:
+        """The ``keras.Model`` (preprocessed images -> raw head outputs); None for non-Keras backends."""
+        return self._backend.keras_model
+
+    @property
+    def runner(self) -> Any:
+        """The backend object itself (e.g. ``trace_count`` of the keras backend)."""
+        return self._backend
+
+    def __repr__(self) -> str:
+        name = getattr(self.spec, "name", None) or (self.model_dir.name if self.model_dir else "?")
+        return f"Detector({name!r}, backend={self.backend!r})"
+
+    # ------------------------------------------------------------------ detection
+    def detect(
+        self, images: Any, *, score_threshold: float = 0.0, max_detections: int | None = None
+    ) -> Detections | list[Detections]:
+        """Detect objects. One ``Detections`` for one image, a list for a list or a batch."""
+        batch = normalize_images(images)
+        outputs = self._run(batch)
+        return self._convert(batch, outputs, score_threshold, max_detections)
+
+    __call__ = detect
+
+    def timed_detect(
+        self, image: Any, *, score_threshold: float = 0.0, max_detections: int | None = None
+    ) -> tuple[Detections | list[Detections], dict[str, float]]:
+        """``detect`` plus wall-clock seconds of its stages.
+
+        ``preprocess_s``: input normalization (decode, dtype/channel conversion); ``inference_s``: the
+        backend call (resize, network and box decoding run inside the model's graph, as in the
+        exported SavedModel); ``postprocess_s``: conversion to ``Detections`` and filtering.
+        """
+        t0 = time.perf_counter()
+        batch = normalize_images(image)
+        t1 = time.perf_counter()
+        outputs = self._run(batch)
+        t2 = time.perf_counter()
+        result = self._convert(batch, outputs, score_threshold, max_detections)
+        t3 = time.perf_counter()
+        return result, {"preprocess_s": t1 - t0, "inference_s": t2 - t1, "postprocess_s": t3 - t2}
+
+    def _run(self, batch: ImageBatch) -> list[dict[str, np.ndarray]]:
+        """One output dict per image (index 0 of each array is that image)."""
+        if len(batch) > 1 and not batch.single and batch.same_size and self._batch_ok(batch):
+            out = self._backend.infer(np.stack(batch))
+            return [{k: v[i : i + 1] for k, v in out.items()} for i in range(len(batch))]
+        return [self._backend.infer(im[np.newaxis]) for im in batch]
+
+    def _batch_ok(self, batch: ImageBatch) -> bool:
+        return bool(getattr(self._backend, "supports_batch", False)) and getattr(batch, "from_batch", False)
+
+    def _convert(
+        self,
+        batch: ImageBatch,
+        outputs: list[dict[str, np.ndarray]],
+        score_threshold: float,
+        max_detections: int | None,
+    ) -> Detections | list[Detections]:
+        results = [
+            self._one(out, im.shape[:2]).filter(score_threshold, max_detections) for im, out in zip(batch, outputs)
+        ]
+        return results[0] if batch.single else results
+
+    def _one(self, out: Mapping[str, np.ndarray], image_size: tuple[int, int]) -> Detections:
+        n = int(np.asarray(out["num_detections"]).reshape(-1)[0])
+        boxes = np.asarray(out["detection_boxes"])[0][:n]
+        scores = np.asarray(out["detection_scores"])[0][:n]
+        classes = np.rint(np.asarray(out["detection_classes"])[0][:n]).astype(np.int64)
+        keypoints = out.get("detection_keypoints")
+        keypoint_scores = out.get("detection_keypoint_scores")
+        return Detections.from_normalized(
+            boxes,
+            scores,
+            classes,
+            (int(image_size[0]), int(image_size[1])),
+            label_map=self.label_map,
+            keypoints_normalized=None if keypoints is None else np.asarray(keypoints)[0][:n],
+            keypoint_scores=None if keypoint_scores is None else np.asarray(keypoint_scores)[0][:n],
+        )

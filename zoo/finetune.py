@@ -1,0 +1,284 @@
+"""``zoo.finetune``: train a zoo CenterNet (or a config of one) on a COCO-format dataset.
+
+    det = zoo.finetune("centernet_mobilenetv2fpn_512x512_coco17_od", "data/annotations.json",
+                       images="data/images", num_classes=3, steps=2000, out_dir="runs/shapes")
+
+Starts from the zoo checkpoint (everything that fits is restored, the class-dependent head layers
+are re-initialised for the new class count), trains with the CenterNet losses of the model's
+``pipeline.config``, re-estimates the BatchNorm statistics on the training images, and, when
+``out_dir`` is given, exports the result in the zoo's own layout (``out_dir/<name>/``), packs it
+as ``out_dir/<name>.tar.gz`` and writes ``out_dir/registry.yaml`` so that ``ODZOO_REGISTRY`` makes
+it loadable by name. Training checkpoints go to ``out_dir/train/`` (a rerun resumes from them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, DatasetError
+
+__all__ = ["FinetuneResult", "finetune", "recalibrate_batch_norm", "evaluate_detector"]
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    """Where things were written and what training did (``Detector.finetune_result``)."""
+
+    steps: int
+    final_loss: float
+    seconds: float
+    history: list[dict[str, float]]
+    model_dir: Path | None = None
+    tarball: Path | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    registry: Path | None = None
+    training_checkpoints: list[str] = dataclasses.field(default_factory=list)
+
+
+def _dataset(train_data: Any, images: str | os.PathLike[str] | None) -> Any:
+    from .datasets.coco import CocoDataset
+
+    if isinstance(train_data, CocoDataset):
+        return train_data
+    if isinstance(train_data, (str, os.PathLike)):
+        path = Path(train_data)
+        if path.is_dir():
+            ann = path / "annotations.json"
+            return CocoDataset(ann, Path(images) if images else path / "images")
+        if images is None:
+            raise DatasetError(f"pass images= (the folder of the images that {path} describes)")
+        return CocoDataset(path, images)
+    raise DatasetError(f"train_data must be a CocoDataset, an annotations JSON path or a dataset folder, "
+                       f"not {type(train_data).__name__}")
+
+
+def _labels(dataset: Any, num_classes: int) -> dict[int, str]:
+    names = dataset.categories
+    labels = {i + 1: names[cid] for i, cid in enumerate(sorted(names))}
+    for i in range(len(labels) + 1, num_classes + 1):
+        labels[i] = f"class_{i}"
+    return labels
+
+
+def _open_model(model_or_name: Any, num_classes: int, labels: Mapping[int, str], strict: bool) -> tuple[Any, Any]:
+    """``(Detector, pipeline config Message)``; must run inside the strategy's scope."""
+    from .detector import Detector
+    from .pipeline_config import Message, load
+
+    if isinstance(model_or_name, Detector):
+        if model_or_name.net is None:
+            raise ConfigError(f"{model_or_name!r} does not run our Keras model; load it with backend='keras'")
+        if model_or_name.model_dir is None or not (model_or_name.model_dir / "pipeline.config").is_file():
+            raise ConfigError("the detector has no model folder with a pipeline.config to train from")
+        if int(model_or_name.net.num_classes) != num_classes:
+            raise ConfigError(f"the detector predicts {model_or_name.net.num_classes} classes, not {num_classes}; "
+                              f"pass its name instead so the heads are rebuilt for {num_classes}")
+        return model_or_name, load(model_or_name.model_dir / "pipeline.config")
+    path = Path(model_or_name) if isinstance(model_or_name, (str, os.PathLike)) else None
+    if path is not None and path.is_file() and path.suffix not in (".gz", ".tgz", ".tar"):
+        # a bare pipeline.config: a freshly initialised model, trained from scratch
+        from .backends.keras_backend import KerasBackend
+        from .models.builder import build_model
+
+        cfg: Message = load(path)
+        net = build_model(cfg, num_classes=num_classes, label_map=labels)
+        return Detector(KerasBackend(net), label_map=labels, net=net), cfg
+    from .loading import load as zoo_load
+
+    det = zoo_load(model_or_name, num_classes=num_classes, label_map=labels, strict=strict)
+    if det.net is None or det.model_dir is None:
+        raise ConfigError(f"{model_or_name!r} did not load as a Keras CenterNet; only CenterNet models can be fine-tuned")
+    return det, load(det.model_dir / "pipeline.config")
+
+
+def _geometry(net: Any, input_size: int | tuple[int, int] | None) -> Any:
+    from .models.preprocess import Resizer
+    from .train.data import InputGeometry
+
+    if input_size is not None:
+        h, w = (int(input_size), int(input_size)) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
+        if h % 32 or w % 32 or h <= 0 or w <= 0:
+            raise ConfigError(f"input_size must be positive multiples of 32, got {h}x{w}")
+        net.resizer = (Resizer("keep_aspect_ratio", min_dimension=h, max_dimension=h, pad_to_max_dimension=True)
+                       if h == w else Resizer("fixed_shape", height=h, width=w))
+    r = net.resizer
+    if r.kind == "fixed_shape":
+        return InputGeometry(r.height, r.width, "fixed_shape", net.stride)
+    return InputGeometry(r.max_dimension, r.max_dimension, "keep_aspect_ratio", net.stride)
+
+
+def _all_layers(model: Any) -> list[Any]:
+    return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def recalibrate_batch_norm(net: Any, data: Any, *, batches: int = 25, batch_size: int = 16) -> int:
+    """Replace every BatchNorm layer's moving statistics by their average over ``batches`` batches
+    of un-augmented training images (a cumulative mean, layer after layer as the network runs).
+    Returns the number of BatchNorm layers updated."""
+    import keras
+
+    layers = [l for l in _all_layers(net.keras_model) if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
+    if not layers:
+        return 0
+    saved = [l.momentum for l in layers]
+    ds = data.tf_dataset(batch_size, shuffle=True, repeat=True, augmented=False)
+    try:
+        for i, batch in enumerate(ds.take(batches)):
+            for layer in layers:
+                layer.momentum = i / (i + 1.0)
+            net.keras_model(net.backbone.preprocess(batch["image"]), training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def evaluate_detector(detector: Any, dataset: Any, *, score_threshold: float = 0.0) -> Any:
+    """COCO box evaluation of ``detector`` on a :class:`~zoo.datasets.coco.CocoDataset` whose category
+    names match the detector's labels. Returns :class:`~zoo.eval.EvalResult`."""
+    from .eval import category_mapping, detections_to_coco, evaluate
+
+    labels = detector.label_map or {}
+    mapping = category_mapping(labels, dataset.categories) if labels else None
+    results: list[dict] = []
+    for image_id, image, _ in dataset:
+        dets = detector.detect(image, score_threshold=score_threshold)
+        results += detections_to_coco(dets, image_id, mapping)
+    return evaluate(dataset, results, iou_type="bbox", evaluator="pycocotools")
+
+
+def finetune(
+    model_or_name: Any,
+    train_data: Any,
+    *,
+    images: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    steps: int | None = None,
+    epochs: float | None = None,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    schedule: str = "cosine",
+    warmup_steps: int | None = None,
+    augment: bool = True,
+    checkpoint_every: int | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    strategy: Any = None,
+    progress: bool = True,
+    input_size: int | tuple[int, int] | None = None,
+    seed: int = 0,
+    strict: bool = True,
+    recalibrate_batches: int = 25,
+    saved_model: bool = True,
+) -> Any:
+    """Fine-tune a CenterNet and return the trained :class:`~zoo.detector.Detector`.
+
+    ``model_or_name``: a registry name/alias, URL, archive or model folder (restored from its
+    checkpoint), a Keras :class:`Detector`, or a ``pipeline.config`` path (trained from scratch).
+    ``train_data``: a :class:`~zoo.datasets.coco.CocoDataset`, an annotations JSON (with
+    ``images=``) or a folder holding ``annotations.json`` and ``images/``. ``num_classes`` defaults
+    to the dataset's category count; classes follow ascending category id. Give ``steps`` or
+    ``epochs`` (passes over the dataset). ``schedule``: ``"cosine"`` (with linear warmup) or
+    ``"constant"``. ``input_size``: train (and export) at this square size instead of the
+    config's. ``strategy``: a ``tf.distribute`` strategy; the model is built inside its scope.
+    With ``out_dir`` the result is exported (see the module docstring) and the returned detector is
+    loaded back from the packed archive; without it the trained detector is returned as is.
+    """
+    import keras
+    import tensorflow as tf
+
+    from .train.augment import AugmentConfig
+    from .train.data import TrainingData
+    from .train.losses import LossWeights
+    from .train.trainer import TrainConfig, Trainer
+
+    dataset = _dataset(train_data, images)
+    if len(dataset) == 0:
+        raise DatasetError(f"{dataset!r} has no images")
+    k = int(num_classes) if num_classes is not None else len(dataset.categories)
+    if k < len(dataset.categories):
+        raise DatasetError(f"num_classes={k} is fewer than the dataset's {len(dataset.categories)} categories")
+    if (steps is None) == (epochs is None):
+        raise ConfigError("give exactly one of steps= or epochs=")
+    total = int(steps) if steps is not None else max(1, math.ceil(float(epochs) * len(dataset) / batch_size))
+    labels = _labels(dataset, k)
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(int(seed))
+    with strategy.scope():
+        det, config = _open_model(model_or_name, k, labels, strict)
+    net = det.net
+    geometry = _geometry(net, input_size)
+    from .pipeline_config import model_config
+
+    _, cn = model_config(config)
+    weights = LossWeights.from_config(cn)
+    data = TrainingData(dataset, geometry, k, category_ids=sorted(dataset.categories),
+                        augment_config=AugmentConfig() if augment else None,
+                        min_overlap=weights.min_box_overlap_iou, seed=int(seed))
+    train_config = TrainConfig(steps=total, batch_size=int(batch_size), learning_rate=float(learning_rate),
+                               schedule=schedule, warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
+                               seed=int(seed))
+    out = Path(out_dir) if out_dir is not None else None
+    trainer = Trainer(net, data, train_config, loss_weights=weights, strategy=strategy, out_dir=out)
+    run = trainer.run(progress=progress)
+    if recalibrate_batches:
+        recalibrate_batch_norm(net, data, batches=int(recalibrate_batches), batch_size=int(batch_size))
+    result = FinetuneResult(steps=run.final_step, final_loss=run.final_loss, seconds=run.seconds,
+                            history=run.history, training_checkpoints=run.checkpoints)
+    if out is None:
+        from .backends.keras_backend import KerasBackend
+        from .detector import Detector
+
+        trained = Detector(KerasBackend(net), spec=None, model_dir=det.model_dir, label_map=labels, net=net)
+        trained.finetune_result = result  # type: ignore[attr-defined]
+        return trained
+    return _export_and_reload(net, config, labels, out, name or f"{_base_name(model_or_name)}_finetuned",
+                              geometry, train_config, result, saved_model)
+
+
+def _base_name(model_or_name: Any) -> str:
+    text = getattr(getattr(model_or_name, "spec", None), "name", None) or str(model_or_name)
+    base = Path(text).name
+    for suffix in (".tar.gz", ".tgz", ".config"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in base) or "model"
+
+
+def _export_and_reload(net: Any, config: Any, labels: Mapping[int, str], out: Path, name: str, geometry: Any,
+                       train_config: Any, result: FinetuneResult, saved_model: bool) -> Any:
+    from .export import export_model, make_tarball, registry_entry, write_registry
+    from .loading import load as zoo_load
+    from .registry import parse_registry_file
+
+    exported = export_model(net, out / name, config=config, label_map=labels,
+                            input_size=(geometry.height, geometry.width), batch_size=train_config.batch_size,
+                            num_steps=train_config.steps, saved_model=saved_model)
+    tarball, sha, size = make_tarball(exported.folder, out / f"{name}.tar.gz")
+    entry = registry_entry(name, tarball, config=exported.pipeline_config, label_map=labels, sha256=sha,
+                           size_bytes=size, display_name=f"{name} (fine-tuned)")
+    registry = write_registry(out / "registry.yaml", [entry])
+    spec = parse_registry_file(registry)[0]
+    result.model_dir, result.tarball, result.sha256, result.size_bytes, result.registry = (
+        exported.folder, tarball, sha, size, registry)
+    det = zoo_load(spec, progress=False)
+    det.finetune_result = result  # type: ignore[attr-defined]
+    return det
+
+
+class _CallableModule(types.ModuleType):
+    """Importing ``zoo.finetune`` (this module) rebinds the package attribute ``zoo.finetune`` from
+    the function to the module; calling the module keeps ``zoo.finetune(...)`` working either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return finetune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,159 @@
+"""``zoo.load``: registry name (or URL / archive / folder) -> cached model folder -> ``Detector``.
+
+``backend="keras"`` builds our Keras model from the folder's ``pipeline.config`` and restores
+``checkpoint/ckpt-0`` strictly (see :mod:`zoo.checkpoint`); ``"saved_model"`` runs the archive's
+exported SavedModel; ``"hub"`` loads the registry's TF Hub handle (or ``hub_handle``).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .backends import BACKENDS
+from .detector import Detector
+from .errors import ConfigError, NotCachedError, UnknownModelError, UnsupportedModelError
+
+__all__ = ["load", "resolve_spec", "build_keras_detector"]
+
+
+def resolve_spec(name_or_source: Any) -> tuple[Any, Any]:
+    """``(spec or None, source for zoo.hub.fetch)``: a registry entry if the name is known."""
+    from .registry import ModelSpec, get
+
+    if isinstance(name_or_source, ModelSpec):
+        return name_or_source, name_or_source
+    if isinstance(name_or_source, os.PathLike):
+        return None, Path(name_or_source)
+    if not isinstance(name_or_source, str) or not name_or_source:
+        raise UnknownModelError(f"expected a model name, URL, archive or folder, got {name_or_source!r}")
+    looks_like_source = "://" in name_or_source or os.sep in name_or_source or name_or_source.endswith(".tar.gz")
+    if not looks_like_source:
+        try:
+            spec = get(name_or_source)
+            return spec, spec
+        except UnknownModelError:
+            if not Path(name_or_source).exists():
+                raise
+    return None, name_or_source
+
+
+def _model_folder(source: Any, *, cache_dir: Any, offline: bool | None, progress: bool | None, force: bool) -> Path:
+    if isinstance(source, Path) and source.is_dir():
+        return source
+    if isinstance(source, str) and Path(source).is_dir():
+        return Path(source)
+    from .hub import fetch
+
+    return Path(fetch(source, cache_dir=cache_dir, offline=offline, progress=progress, force=force))
+
+
+def _label_map(spec: Any, label_map: Mapping[int, str] | None) -> Mapping[int, str] | None:
+    if label_map is not None:
+        return dict(label_map)
+    return getattr(spec, "label_map", None) if spec is not None else None
+
+
+def build_keras_detector(
+    folder: Path,
+    *,
+    spec: Any = None,
+    strict: bool = True,
+    num_classes: int | None = None,
+    label_map: Mapping[int, str] | None = None,
+    jit_compile: bool = False,
+    restore_checkpoint: bool = True,
+) -> Detector:
+    """Build our Keras model from ``folder/pipeline.config`` and restore ``folder/checkpoint``."""
+    from .backends.keras_backend import KerasBackend
+    from .checkpoint import restore
+    from .models.builder import build_model
+    from .pipeline_config import load as load_config
+    from .pipeline_config import model_config
+
+    config_path = folder / "pipeline.config"
+    if not config_path.is_file():
+        raise NotCachedError(f"{folder} has no pipeline.config; is it a zoo model folder?")
+    cfg = load_config(config_path)
+    arch, msg = model_config(cfg)
+    if arch != "center_net":
+        raise UnsupportedModelError(
+            f"{getattr(spec, 'name', folder.name)}: meta-architecture {arch!r} has no Keras implementation in "
+            "odzoo (only center_net); use zoo.load(..., backend='saved_model') to run its exported SavedModel"
+        )
+    labels = _label_map(spec, label_map)
+    net = build_model(cfg, num_classes=num_classes, label_map=labels)
+    configured = int(msg.get("num_classes", 0))
+    changed = num_classes is not None and int(num_classes) != configured
+    report = None
+    if restore_checkpoint:
+        skip: dict[str, str] = {}
+        if changed:
+            reason = f"num_classes={num_classes} differs from the checkpoint's {configured}: re-initialised"
+            skip = {key: reason for key in net.class_dependent_keys()}
+        report = restore(
+            net.checkpoint_map(), folder / "checkpoint", strict=strict, model_variables=net.keras_model.weights, skip=skip
+        )
+    if changed and label_map is None:
+        labels = {}  # new classes: the zoo's names no longer apply; ids read as "class_<id>"
+    return Detector(
+        KerasBackend(net, jit_compile=jit_compile),
+        spec=spec,
+        model_dir=folder,
+        label_map=labels,
+        restore_report=report,
+        net=net,
+    )
+
+
+def load(
+    name_or_source: Any,
+    *,
+    backend: str = "keras",
+    strict: bool = True,
+    num_classes: int | None = None,
+    label_map: Mapping[int, str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+    progress: bool | None = None,
+    force: bool = False,
+    jit_compile: bool = False,
+    hub_handle: str | None = None,
+) -> Detector:
+    """Load a detector.
+
+    ``name_or_source``: registry name or alias, ``ModelSpec``, http(s)/file URL, local ``.tar.gz`` or
+    model folder. ``backend``: ``"keras"`` (our model; CenterNet only), ``"saved_model"`` (any zoo
+    model with an export) or ``"hub"``. ``strict``: a checkpoint that does not match the model
+    exactly raises :class:`~zoo.errors.CheckpointMismatchError`; with ``strict=False`` the report
+    (``Detector.restore_report``) lists what was left. ``num_classes``: a class count different from
+    the checkpoint's re-initialises the class-dependent head layers and restores everything else.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    spec, source = resolve_spec(name_or_source)
+    if backend == "keras" and spec is not None and spec.meta_architecture not in (None, "center_net"):
+        raise UnsupportedModelError(
+            f"{spec.name}: meta-architecture {spec.meta_architecture!r} has no Keras implementation in odzoo "
+            "(only center_net); use zoo.load(..., backend='saved_model') to run its exported SavedModel"
+        )
+    if backend == "hub":
+        from .backends.hub_backend import HubBackend
+
+        handle = hub_handle or (getattr(spec, "tfhub", None) if spec is not None else None)
+        if handle is None and spec is None:
+            handle = str(source)
+        if handle is None:
+            raise UnsupportedModelError(
+                f"{spec.name} has no TF Hub handle in the registry; pass hub_handle= or use backend='saved_model'"
+            )
+        return Detector(HubBackend(handle), spec=spec, model_dir=None, label_map=_label_map(spec, label_map))
+    folder = _model_folder(source, cache_dir=cache_dir, offline=offline, progress=progress, force=force)
+    if backend == "saved_model":
+        from .backends.saved_model_backend import SavedModelBackend
+
+        return Detector(SavedModelBackend(folder), spec=spec, model_dir=folder, label_map=_label_map(spec, label_map))
+    return build_keras_detector(
+        folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile
+    )

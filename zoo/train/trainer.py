@@ -1,0 +1,216 @@
+"""The CenterNet training loop: tf.data batches -> losses -> Adam with warmup + cosine decay.
+
+Works on a :class:`~zoo.models.centernet.CenterNet` (its ``keras_model`` gives the raw head outputs)
+under any ``tf.distribute`` strategy: build the model *inside* ``strategy.scope()`` and pass the same
+strategy here. Periodic checkpoints of the model, the optimizer and the step go to
+``out_dir/train/`` through ``tf.train.CheckpointManager``; a later run with the same ``out_dir``
+resumes from the latest one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from .data import TrainingData
+from .losses import LossWeights, centernet_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    ``warmup_steps`` default to 10% of ``steps``; the learning rate rises linearly from
+    ``warmup_learning_rate`` (default a quarter of ``learning_rate``) and then follows a cosine to
+    zero at ``steps`` (``schedule="cosine"``) or stays flat (``"constant"``).
+    """
+
+    steps: int
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    warmup_steps: int | None = None
+    warmup_learning_rate: float | None = None
+    clip_norm: float | None = 10.0
+    checkpoint_every: int | None = None
+    max_checkpoints: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+
+
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from ``warmup_learning_rate`` to ``base``, then cosine decay to 0 at ``total_steps``."""
+
+    def __init__(self, base: float, total_steps: int, warmup_steps: int = 0,
+                 warmup_learning_rate: float = 0.0, cosine: bool = True) -> None:
+        self.base = float(base)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_learning_rate = float(warmup_learning_rate)
+        self.cosine = bool(cosine)
+
+    def __call__(self, step: Any) -> Any:
+        step = tf.cast(step, tf.float32)
+        warm = float(max(self.warmup_steps, 0))
+        total = float(max(self.total_steps, 1))
+        if self.cosine:
+            progress = tf.clip_by_value((step - warm) / max(total - warm, 1.0), 0.0, 1.0)
+            decayed = 0.5 * self.base * (1.0 + tf.cos(math.pi * progress))
+        else:
+            decayed = tf.constant(self.base, tf.float32)
+        if warm <= 0:
+            return decayed
+        ramp = self.warmup_learning_rate + (self.base - self.warmup_learning_rate) * step / warm
+        return tf.where(step < warm, ramp, decayed)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"base": self.base, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "warmup_learning_rate": self.warmup_learning_rate, "cosine": self.cosine}
+
+
+def learning_rate_schedule(config: TrainConfig) -> WarmupCosineDecay:
+    """The schedule ``config`` asks for."""
+    warmup = config.warmup_steps if config.warmup_steps is not None else max(0, config.steps // 10)
+    warmup_lr = config.warmup_learning_rate if config.warmup_learning_rate is not None else config.learning_rate / 4
+    return WarmupCosineDecay(config.learning_rate, config.steps, warmup, warmup_lr, config.schedule == "cosine")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run did: steps taken (this run), final step, mean losses per logged interval, timing."""
+
+    steps_run: int
+    final_step: int
+    history: list[dict[str, float]]
+    seconds: float
+    checkpoints: list[str]
+
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1]["total"] if self.history else float("nan")
+
+
+def _loss_inputs(net: Any, predictions: dict[str, list[tf.Tensor]]) -> dict[str, Any]:
+    """Rename head outputs to the loss's names (``{task}/keypoint/heatmap`` -> ``keypoint/heatmap``)."""
+    out = {k: v for k, v in predictions.items() if "/keypoint/" not in k}
+    tasks = getattr(net.config, "keypoint_tasks", ())
+    if tasks:
+        task = tasks[0]
+        for kind in ("heatmap", "offset", "regression"):
+            if task.head(kind) in predictions:
+                out[f"keypoint/{kind}"] = predictions[task.head(kind)]
+    return out
+
+
+class Trainer:
+    """Runs :class:`TrainConfig` on a CenterNet with data from :class:`~zoo.train.data.TrainingData`."""
+
+    def __init__(self, net: Any, data: TrainingData, config: TrainConfig, *,
+                 loss_weights: LossWeights = LossWeights(), strategy: tf.distribute.Strategy | None = None,
+                 out_dir: str | os.PathLike[str] | None = None) -> None:
+        self.net = net
+        self.data = data
+        self.config = config
+        self.loss_weights = loss_weights
+        self.strategy = strategy or tf.distribute.get_strategy()
+        replicas = self.strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by the {replicas} replicas")
+        with self.strategy.scope():
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config), epsilon=1e-7)
+            self.optimizer.build(net.keras_model.trainable_variables)
+        self.manager: tf.train.CheckpointManager | None = None
+        if out_dir is not None:
+            ckpt = tf.train.Checkpoint(model=net.keras_model, optimizer=self.optimizer, step=self.step)
+            self.manager = tf.train.CheckpointManager(ckpt, str(Path(out_dir) / "train"),
+                                                      max_to_keep=config.max_checkpoints)
+            if self.manager.latest_checkpoint:
+                ckpt.restore(self.manager.latest_checkpoint).expect_partial()
+        self._step_fn = self._make_step()
+
+    # ------------------------------------------------------------------ one step
+    def _make_step(self) -> Any:
+        net, weights, strategy, clip = self.net, self.loss_weights, self.strategy, self.config.clip_norm
+        replicas = float(strategy.num_replicas_in_sync)
+        variables = net.keras_model.trainable_variables
+
+        def replica_step(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                preds = net.predict(net.backbone.preprocess(batch["image"]), training=True)
+                losses = centernet_loss(_loss_inputs(net, preds), batch, weights)
+                scaled = losses["total"] / replicas
+            grads = tape.gradient(scaled, variables)
+            if clip:
+                grads, _ = tf.clip_by_global_norm(grads, clip)
+            self.optimizer.apply_gradients(zip(grads, variables))
+            return losses
+
+        @tf.function
+        def step(dist_batch: Any) -> dict[str, tf.Tensor]:
+            per_replica = strategy.run(replica_step, args=(dist_batch,))
+            self.step.assign_add(1)
+            return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+
+        return step
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, *, progress: bool = True, log_every: int = 10) -> TrainResult:
+        """Train until ``config.steps`` (counting steps of earlier runs restored from ``out_dir``)."""
+        start_step = int(self.step.numpy())
+        todo = max(0, self.config.steps - start_step)
+        dataset = self.data.tf_dataset(self.config.batch_size, shuffle=True, repeat=True)
+        dist = iter(self.strategy.experimental_distribute_dataset(dataset))
+        history: list[dict[str, float]] = []
+        saved: list[str] = []
+        window: dict[str, float] = {}
+        count = 0
+        bar = None
+        if progress and todo:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.config.steps, initial=start_step, desc="finetune", unit="step", dynamic_ncols=True)
+        began = time.perf_counter()
+        try:
+            for _ in range(todo):
+                losses = self._step_fn(next(dist))
+                values = {k: float(v) for k, v in losses.items()}
+                if not math.isfinite(values["total"]):
+                    raise FloatingPointError(
+                        f"training diverged at step {int(self.step.numpy())} (loss {values['total']}); "
+                        "lower the learning rate")
+                for k, v in values.items():
+                    window[k] = window.get(k, 0.0) + v
+                count += 1
+                current = int(self.step.numpy())
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['total']:.3f}")
+                if count == log_every or current == self.config.steps:
+                    history.append({"step": float(current), **{k: v / count for k, v in window.items()}})
+                    window, count = {}, 0
+                every = self.config.checkpoint_every
+                if self.manager is not None and every and current % every == 0:
+                    saved.append(self.manager.save(checkpoint_number=current))
+        finally:
+            if bar is not None:
+                bar.close()
+        final = int(self.step.numpy())
+        if self.manager is not None and todo and (not saved or not saved[-1].endswith(f"-{final}")):
+            saved.append(self.manager.save(checkpoint_number=final))
+        return TrainResult(todo, final, history, time.perf_counter() - began, saved)
