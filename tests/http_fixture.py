@@ -14,6 +14,8 @@ Faults apply to the next matching requests in order (each ``times`` times, optio
   stall     send ``at`` bytes, then stall for ``delay`` seconds before closing
   trickle   send the body in ``chunk``-byte pieces with ``delay`` seconds between them
 Persistent switches: ``ignore_range`` (always answer 200 with the whole file), ``etag``.
+Requests for absolute URLs (``GET http://host/path``) are served from ``path``, so the server also
+works as an HTTP proxy for any host; ``tls=(cert, key)`` serves https.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import unquote, urlsplit
 
 
@@ -54,9 +57,9 @@ class Fault:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args) -> None:
         pass
 
     def do_HEAD(self) -> None:
@@ -171,14 +174,16 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    owner: "FaultyServer"
+    owner: FaultyServer
 
 
 class FaultyServer:
     """Serve ``root`` on 127.0.0.1 (ephemeral port) in a background thread."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, *, tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certfile, keyfile) to serve https instead of http."""
         self.root = Path(root).resolve()
+        self.scheme = "https" if tls else "http"
         self.lock = threading.Lock()
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
@@ -186,12 +191,18 @@ class FaultyServer:
         self.etag = True
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
+        if tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
     def base(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     def url(self, path: str) -> str:
         return self.base + "/" + path.lstrip("/")
@@ -229,7 +240,7 @@ class FaultyServer:
         with self.lock:
             return sum(r.sent for r in self.requests if path is None or r.path == path)
 
-    def start(self) -> "FaultyServer":
+    def start(self) -> FaultyServer:
         self._thread.start()
         return self
 
@@ -238,7 +249,7 @@ class FaultyServer:
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "FaultyServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

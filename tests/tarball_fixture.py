@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from filelock import FileLock
-
 from conftest import CONFIGS, MANIFESTS, TOOLS
+from filelock import FileLock
 
 ZOO = "http://download.tensorflow.org/models/object_detection/tf2"
 SSD = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
@@ -61,7 +60,7 @@ def spec_of(z: ZooFile, *, with_digest: bool = True) -> Spec:
 def _trimmed(manifest: dict, keep: int = 30, big: int = 1) -> dict:
     """The first ``keep`` variables plus the ``big`` largest ones (real keys, shapes and dtypes)."""
     variables = manifest["variables"]
-    size = lambda v: int(__import__("numpy").prod(v[1]))  # noqa: E731
+    size = lambda v: int(__import__("numpy").prod(v[1]))
     largest = sorted(variables, key=size, reverse=True)[:big]
     chosen = variables[:keep] + [v for v in largest if v not in variables[:keep]]
     return {"variables": chosen}
@@ -109,7 +108,7 @@ def zoo_mirror(base: Path) -> dict[str, ZooFile]:
 # -- hostile archives ---------------------------------------------------------------------------
 HOSTILE_KINDS = ("absolute", "dotdot", "symlink_escape", "symlink_absolute", "hardlink_escape",
                  "device", "fifo", "too_many", "too_large", "outside_top", "duplicate",
-                 "symlink_then_write")
+                 "symlink_then_write", "symlink_chain")
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attrs) -> None:
@@ -154,6 +153,10 @@ def hostile(kind: str, path: Path) -> Path:
             _add(tar, "model/d", type=tarfile.SYMTYPE, linkname=".")
             _add(tar, "model/d/pipeline2.config", b"x")
             _add(tar, "model/d", type=tarfile.SYMTYPE, linkname="/tmp")
+        elif kind == "symlink_chain":  # each target looks inside, together they leave the folder
+            _add(tar, "model/a", type=tarfile.DIRTYPE, mode=0o755)
+            _add(tar, "model/a/up", type=tarfile.SYMTYPE, linkname="..")
+            _add(tar, "model/x", type=tarfile.SYMTYPE, linkname="a/up/..")
         else:
             raise ValueError(kind)
     return path

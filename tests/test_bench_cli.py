@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FIXTURES
 from tests.test_bench_detector import ColourDetector
 from zoo.bench import BenchOptions, run
 from zoo.bench.compare import compare, has_regression
@@ -110,3 +111,26 @@ def test_compare_flags_injected_regressions(results_json: Path, tmp_path: Path, 
     assert main(["bench", "--compare", str(results_json), str(results_json), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and not any(r["regression"] for r in rows)
+
+
+@pytest.mark.skipif(not (FIXTURES / "tarballs").is_dir(), reason="needs the ../shared stand-in tarballs")
+def test_bench_cli_with_a_zoo_model(shapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A stand-in zoo archive through zoo.download + zoo.load (saved_model backend), on CPU."""
+    data = json.loads((shapes / "annotations.json").read_text())
+    data["categories"] = [{"id": 1, "name": "person"}, {"id": 2, "name": "bicycle"}, {"id": 3, "name": "car"}]
+    gt = tmp_path / "coco_named.json"
+    gt.write_text(json.dumps(data))
+    archive = FIXTURES / "tarballs" / "centernet_mobilenetv2fpn_512x512_coco17_od.tar.gz"
+    out = tmp_path / "report"
+    rc = main(["bench", str(archive), "--backend", "saved_model", "--annotations", str(gt), "--images",
+               str(shapes / "images"), "--max-images", "2", "--iterations", "2", "--warmup", "0",
+               "--min-duration", "0", "--out", str(out), "--json"])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(capsys.readouterr().out)
+    (rec,) = doc["models"]
+    assert rec["model"] == "centernet_mobilenetv2fpn_512x512_coco17_od" and rec["backend"] == "saved_model"
+    assert rec["times"]["download_s"] > 0 and rec["times"]["load_s"] > 0 and rec["times"]["first_call_s"] > 0
+    assert set(rec["latency"]["stages_p50_ms"]) == {"preprocess", "inference", "postprocess"}
+    assert rec["protocol"]["category_mapping"] == "id" and rec["protocol"]["image_count"] == 2
+    assert len(rec["accuracy"]["bbox"]["stats"]) == 12
+    assert json.loads((out / "results.json").read_text())["models"][0]["model"] == rec["model"]

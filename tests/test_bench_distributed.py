@@ -72,7 +72,7 @@ def test_two_workers_equal_single_process(tmp_path: Path) -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    for rc, stdout, stderr in outputs:
+    for rc, _stdout, stderr in outputs:
         assert rc == 0, stderr[-3000:]
     records = [json.loads(line.split(" ", 1)[1]) for _, stdout, _ in outputs
                for line in stdout.splitlines() if line.startswith("RECORD ")]
@@ -87,7 +87,8 @@ def test_two_workers_equal_single_process(tmp_path: Path) -> None:
 
 
 def test_worker_without_tf_config_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
-    from zoo.bench.distributed import DeviceError, multiworker_strategy
+    from zoo.bench.distributed import multiworker_strategy
+    from zoo.errors import DeviceError
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(DeviceError, match="TF_CONFIG"):

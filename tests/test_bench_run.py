@@ -12,9 +12,10 @@ from PIL import Image
 from tests.test_bench_detector import ColourDetector, TruthDetector
 from zoo.bench import BenchOptions, run
 from zoo.bench import latency as lat
-from zoo.bench.distributed import DeviceError, parse_device, worker_info
+from zoo.bench.distributed import parse_device, worker_info
+from zoo.errors import DeviceError
 from zoo.bench.memory import MemoryProbe, current_rss_bytes, peak_rss_bytes
-from zoo.bench.report import TABLE_HEADER, pareto_front
+from zoo.bench.report import TABLE_HEADER, markdown, pareto_front
 from zoo.datasets import CocoDataset, make_shapes_dataset
 from zoo.eval import evaluate
 
@@ -139,3 +140,84 @@ def test_devices_and_tf_config() -> None:
     with pytest.raises(DeviceError, match="TF_CONFIG"):
         worker_info("{not json")
     assert worker_info("") is None
+
+
+def _pose_dataset(root: Path) -> CocoDataset:
+    """The shapes images relabelled as people, each with 17 keypoints inside its box."""
+    from zoo.labels import PERSON_KEYPOINTS
+
+    make_shapes_dataset(root, 4, seed=13, image_size=(80, 96), max_objects=2)
+    data = json.loads((root / "annotations.json").read_text())
+    rng = np.random.default_rng(0)
+    for ann in data["annotations"]:
+        x, y, w, h = ann["bbox"]
+        pts = np.stack([x + rng.uniform(0, w, 17), y + rng.uniform(0, h, 17), np.full(17, 2.0)], 1)
+        ann.update(category_id=1, keypoints=pts.reshape(-1).tolist(), num_keypoints=17)
+    data["categories"] = [{"id": 1, "name": "person", "keypoints": list(PERSON_KEYPOINTS), "skeleton": []}]
+    (root / "pose.json").write_text(json.dumps(data))
+    return CocoDataset(root / "pose.json", root / "images")
+
+
+class PoseMaskTruth(TruthDetector):
+    """Ground-truth people with jittered keypoints and masks drawn from the polygons."""
+
+    def __init__(self, dataset: CocoDataset) -> None:
+        super().__init__(dataset, name="tiny_pose")
+        import dataclasses as dc
+
+        self.spec = dc.replace(self.spec, label_map={1: "person"}, outputs=("boxes", "keypoints", "masks"))
+
+    def detect(self, images, *, score_threshold=0.0, max_detections=None):
+        from PIL import ImageDraw
+
+        from tests.test_bench_detector import image_key
+        from zoo.detections import Detections
+
+        if isinstance(images, list):
+            return [self.detect(i, score_threshold=score_threshold, max_detections=max_detections) for i in images]
+        h, w = images.shape[:2]
+        image_id, anns = self._truth[image_key(images)]
+        boxes, kps, masks = [], [], []
+        for k, a in enumerate(anns):
+            x, y, bw, bh = a["bbox"]
+            boxes.append([y / h, x / w, (y + bh) / h, (x + bw) / w])
+            pts = np.asarray(a["keypoints"], np.float32).reshape(17, 3)[:, :2] + 1.5 * (k + image_id % 2)
+            kps.append(np.stack([pts[:, 1] / h, pts[:, 0] / w], 1))
+            canvas = Image.new("L", (w, h), 0)
+            ImageDraw.Draw(canvas).polygon(a["segmentation"][0], fill=255)
+            mask = np.asarray(canvas, np.float32) / 255.0
+            if k % 2:
+                mask[: int(y + bh / 2)] = 0.0  # half a mask for every second person
+            masks.append(mask)
+        n = len(anns)
+        return Detections.from_normalized(
+            np.asarray(boxes, np.float32).reshape(-1, 4), np.linspace(0.9, 0.5, n), np.ones(n, np.int64), (h, w),
+            label_map={1: "person"}, keypoints_normalized=np.asarray(kps, np.float32).reshape(n, 17, 2),
+            keypoint_scores=np.ones((n, 17), np.float32), masks=np.asarray(masks, np.float32).reshape(n, h, w),
+        ).filter(score_threshold, max_detections)
+
+
+def test_keypoint_and_mask_statistics(tmp_path: Path) -> None:
+    from zoo.bench.run import detect_dataset
+
+    ds = _pose_dataset(tmp_path)
+    det = PoseMaskTruth(ds)
+    doc = run([det], dataset=ds, options=BenchOptions(latency=False, evaluator="pycocotools"))
+    acc = doc["models"][0]["accuracy"]
+    assert set(acc) == {"bbox", "keypoints", "segm"}
+    results = detect_dataset(det, ds)
+    for iou in ("keypoints", "segm"):
+        direct = evaluate(ds, results, iou_type=iou, evaluator="pycocotools")
+        assert acc[iou]["stats"] == direct.stats
+    assert acc["bbox"]["stats"]["AP"] == 1.0
+    assert 0.0 < acc["segm"]["stats"]["AP"] < 1.0 and 0.0 < acc["keypoints"]["stats"]["AP"] < 1.0
+    # keypoints kept in a separate file (as COCO does) are used through keypoint_dataset
+    boxes_only = json.loads((tmp_path / "pose.json").read_text())
+    boxes_only["categories"] = [{"id": 1, "name": "person"}]
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes_only))
+    box_ds = CocoDataset(tmp_path / "boxes.json", tmp_path / "images")
+    doc2 = run([det], dataset=box_ds, keypoint_dataset=ds,
+               options=BenchOptions(latency=False, evaluator="pycocotools"))
+    assert doc2["models"][0]["accuracy"]["keypoints"]["stats"] == acc["keypoints"]["stats"]
+    md_rows = [r for r in markdown(doc).splitlines() if r.startswith("- tiny_pose")]
+    assert any("keypoint AP" in r for r in md_rows) and any("mask AP" in r for r in md_rows)

@@ -13,8 +13,8 @@ import pytest
 
 from zoo.datasets import CocoDataset, make_shapes_dataset
 from zoo.errors import DatasetError
-from zoo.eval.evaluate import STAT_DECIMALS
 from zoo.eval import BOX_STAT_NAMES, KEYPOINT_STAT_NAMES, available_evaluators, evaluate
+from zoo.eval.evaluate import STAT_DECIMALS
 from zoo.labels import PERSON_KEYPOINT_SIGMAS, PERSON_KEYPOINTS
 
 EVALUATORS = available_evaluators()

@@ -10,12 +10,22 @@ import tarfile
 import time
 
 import pytest
-
 from http_fixture import FaultyServer
 from tarball_fixture import SSD, Spec, assert_cache_whole, hostile, zoo_mirror
+
 from zoo.errors import IntegrityError, OfflineError, UnsafeArchiveError
-from zoo.hub import (fetch, import_bundle, layout_for, list_entries, pack, prune, quick_check,
-                     read_manifest, remove, verify)
+from zoo.hub import (
+    fetch,
+    import_bundle,
+    layout_for,
+    list_entries,
+    pack,
+    prune,
+    quick_check,
+    read_manifest,
+    remove,
+    verify,
+)
 from zoo.hub.lock import hold
 
 

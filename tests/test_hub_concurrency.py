@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from http_fixture import FaultyServer
 from tarball_fixture import SSD, Spec, assert_cache_whole, zoo_mirror
+
 from zoo.hub import fetch
 from zoo.hub.cache import Layout
 from zoo.hub.lock import is_held
@@ -106,7 +106,7 @@ def test_sigkill_during_download_then_resume(server, zoo, isolated_env):
     z = zoo[SSD]
     half = z.size // 2
     server.add_fault("stall", at=half, delay=4)
-    part = isolated_env / "downloads" / f"{z.sha256}.part"
+    part = isolated_env / "downloads" / f"{SSD}@{z.sha256}.part"
     proc = _child(_spec(server, z))
     _wait_for(lambda: part.exists() and part.stat().st_size >= half)
     proc.send_signal(signal.SIGKILL)

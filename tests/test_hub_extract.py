@@ -6,9 +6,16 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from http_fixture import FaultyServer
-from tarball_fixture import CENTERNET, HOSTILE_KINDS, Spec, assert_cache_whole, hostile, zoo_mirror
+from tarball_fixture import (
+    CENTERNET,
+    HOSTILE_KINDS,
+    Spec,
+    assert_cache_whole,
+    hostile,
+    zoo_mirror,
+)
+
 from zoo.errors import UnsafeArchiveError
 from zoo.hub import fetch, read_manifest
 from zoo.hub.extract import Limits, extract
@@ -111,9 +118,8 @@ def test_hostile_download_leaves_a_clean_cache(kind, tmp_path, isolated_env):
     site = tmp_path / "site"
     site.mkdir()
     hostile(kind, site / "evil.tar.gz")
-    with FaultyServer(site) as srv:
-        with pytest.raises(UnsafeArchiveError):
-            fetch(Spec("evil", srv.url("/evil.tar.gz")))
+    with FaultyServer(site) as srv, pytest.raises(UnsafeArchiveError):
+        fetch(Spec("evil", srv.url("/evil.tar.gz")))
     assert assert_cache_whole(isolated_env) == []
     assert not any((isolated_env / "tmp").rglob("*.config"))
     assert not (isolated_env / "digests.json").exists()

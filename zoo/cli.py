@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="odzoo",
         description="The TF2 Detection Model Zoo on current TensorFlow and Keras 3.",
-        epilog="Environment: ODZOO_CACHE, ODZOO_MIRROR, ODZOO_OFFLINE, ODZOO_REGISTRY, ODZOO_QUIET.",
+        epilog=(
+            "Environment: ODZOO_CACHE, ODZOO_MIRROR, ODZOO_OFFLINE, ODZOO_REGISTRY, ODZOO_QUIET, "
+            "ODZOO_TIMEOUT, ODZOO_RETRIES, ODZOO_KEEP_ARCHIVES."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"odzoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

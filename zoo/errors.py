@@ -62,5 +62,9 @@ class InputError(ZooError, ValueError):
     """An image or batch that detect() cannot use: wrong rank, channels, dtype, empty, NaN, unreadable."""
 
 
+class DeviceError(ZooError, RuntimeError):
+    """A requested device (gpu:N, tpu) or distribution setup that is not available here."""
+
+
 class DatasetError(ZooError, ValueError):
     """A COCO-format dataset or results file that cannot be used."""

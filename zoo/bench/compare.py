@@ -40,7 +40,8 @@ class Finding:
         change = "" if self.change is None else f" ({self.change:+.1%})"
         old = "–" if self.old is None else f"{self.old:.4g}"
         new = "–" if self.new is None else f"{self.new:.4g}"
-        return f"{flag:<10} {self.model} [{self.device}] {self.metric}: {old} -> {new}{change}{' ' + self.note if self.note else ''}"
+        note = f" {self.note}" if self.note else ""
+        return f"{flag:<10} {self.model} [{self.device}] {self.metric}: {old} -> {new}{change}{note}"
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -21,11 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ZooError
-
-
-class DeviceError(ZooError, RuntimeError):
-    """A requested device or distribution setup that this machine cannot provide."""
+from ..errors import DeviceError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +155,8 @@ def worker_info(tf_config: str | None = None) -> WorkerInfo | None:
         workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
         index = int(task["index"]) + (len(cluster.get("chief", [])) if task["type"] == "worker" else 0)
     except (ValueError, KeyError, TypeError) as exc:
-        raise DeviceError(f"TF_CONFIG is malformed ({exc}); see the MultiWorkerMirroredStrategy documentation") from None
+        raise DeviceError(
+            f"TF_CONFIG is malformed ({exc}); see the MultiWorkerMirroredStrategy documentation") from None
     if workers < 1 or not 0 <= index < workers:
         raise DeviceError(f"TF_CONFIG task index {index} is outside its cluster of {workers} worker(s)")
     return WorkerInfo(index, workers)

@@ -31,7 +31,9 @@ class LatencyStats:
         return dataclasses.asdict(self)
 
 
-def summarize(samples_s: list[float], *, warmup: int = 0, stages: Mapping[str, list[float]] | None = None) -> LatencyStats:
+def summarize(
+    samples_s: list[float], *, warmup: int = 0, stages: Mapping[str, list[float]] | None = None
+) -> LatencyStats:
     """Statistics of wall times given in seconds."""
     if not samples_s:
         raise ValueError("no latency samples to summarize")

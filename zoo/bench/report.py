@@ -118,9 +118,11 @@ def markdown(doc: dict) -> str:
     lines += ["## Protocol", ""]
     if proto.get("dataset"):
         lines += [
-            f"- dataset: `{proto['dataset']}` (images `{proto.get('images_dir')}`), split {proto.get('split') or 'unspecified'}, "
+            f"- dataset: `{proto['dataset']}` (images `{proto.get('images_dir')}`), "
+            f"split {proto.get('split') or 'unspecified'}, "
             f"{proto.get('image_count')} images",
-            f"- score threshold {proto.get('score_threshold')}, at most {proto.get('max_detections')} detections per image",
+            f"- score threshold {proto.get('score_threshold')}, "
+            f"at most {proto.get('max_detections')} detections per image",
             f"- evaluator {proto.get('evaluator')} {proto.get('evaluator_version')}; model classes mapped to dataset "
             "categories by id when both use COCO ids, by name otherwise",
         ]

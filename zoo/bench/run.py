@@ -26,7 +26,15 @@ from ..eval.coco_results import category_mapping, detections_to_coco, is_coco_la
 from ..eval.evaluate import evaluate, evaluator_version, resolve_evaluator
 from ..labels import COCO_LABELS
 from . import latency as lat
-from .distributed import DevicePlan, WorkerInfo, gather_results, placement, plan_device, run_on_devices, worker_info
+from .distributed import (
+    DevicePlan,
+    WorkerInfo,
+    gather_results,
+    placement,
+    plan_device,
+    run_on_devices,
+    worker_info,
+)
 from .env import fingerprint
 from .memory import MemoryProbe
 
@@ -131,13 +139,28 @@ def detect_dataset(
     return [r for chunk in per_image for r in chunk]
 
 
-def evaluate_results(detector: Any, dataset: CocoDataset, results: list[dict], evaluator: str) -> dict[str, Any]:
-    """Box statistics always; keypoint and mask statistics where the model and the data have them."""
+def evaluate_results(
+    detector: Any,
+    dataset: CocoDataset,
+    results: list[dict],
+    evaluator: str,
+    keypoint_dataset: CocoDataset | None = None,
+) -> dict[str, Any]:
+    """Box statistics always; keypoint and mask statistics where the model and the data have them.
+
+    Keypoints are scored against ``keypoint_dataset`` when given (COCO keeps them in
+    ``person_keypoints_<split>.json``), else against ``dataset`` if its categories declare keypoints;
+    only the images of ``dataset`` are scored.
+    """
     outputs = tuple(_spec_value(detector, "outputs", ("boxes",)))
     acc: dict[str, Any] = {"bbox": evaluate(dataset, results, iou_type="bbox", evaluator=evaluator).to_dict()}
-    if "keypoints" in outputs and any(c.get("keypoints") for c in dataset.category_records):
-        kp = [r for r in results if "keypoints" in r]
-        acc["keypoints"] = evaluate(dataset, kp, iou_type="keypoints", evaluator=evaluator).to_dict()
+    if "keypoints" in outputs:
+        kp_data = keypoint_dataset if keypoint_dataset is not None else dataset
+        if any(c.get("keypoints") for c in kp_data.category_records):
+            ids = [i for i in dataset.image_ids if i in set(kp_data.image_ids)]
+            kp_cats = {c["id"] for c in kp_data.category_records if c.get("keypoints")}
+            kp = [r for r in results if "keypoints" in r and r["category_id"] in kp_cats and r["image_id"] in set(ids)]
+            acc["keypoints"] = evaluate(kp_data.select(ids), kp, iou_type="keypoints", evaluator=evaluator).to_dict()
     if "masks" in outputs and any("segmentation" in r for r in results):
         seg = [r for r in results if "segmentation" in r]
         acc["segm"] = evaluate(dataset, seg, iou_type="segm", evaluator=evaluator).to_dict()
@@ -183,7 +206,9 @@ def _published(detector: Any) -> dict[str, Any]:
     return {k: (None if pub is None else getattr(pub, k, None)) for k in keys}
 
 
-def _deltas(accuracy: dict[str, Any] | None, latency: dict[str, Any] | None, published: dict[str, Any]) -> dict[str, Any]:
+def _deltas(
+    accuracy: dict[str, Any] | None, latency: dict[str, Any] | None, published: dict[str, Any]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, iou in (("box_map", "bbox"), ("keypoint_map", "keypoints"), ("mask_map", "segm")):
         measured = None if not accuracy or iou not in accuracy else 100.0 * accuracy[iou]["stats"]["AP"]
@@ -203,12 +228,19 @@ def bench_detector(
     plan: DevicePlan | None = None,
     times: dict[str, float | None] | None = None,
     load_memory: dict[str, Any] | None = None,
+    name: str | None = None,
+    keypoint_dataset: CocoDataset | None = None,
 ) -> dict[str, Any]:
-    """Benchmark one loaded detector; returns its record for ``results.json``."""
+    """Benchmark one loaded detector; returns its record for ``results.json``.
+
+    ``name`` is used when the detector has no registry spec (a model loaded from a folder or archive).
+    """
     options = options or BenchOptions()
     plan = plan or plan_device(options.device)
+    if dataset is not None:
+        category_mapping(model_labels(detector), dataset.categories)  # fail before timing when nothing matches
     record: dict[str, Any] = {
-        "model": _spec_value(detector, "name", type(detector).__name__),
+        "model": _spec_value(detector, "name", name or type(detector).__name__),
         "display_name": _spec_value(detector, "display_name"),
         "family": _spec_value(detector, "family"),
         "backend": getattr(detector, "backend", options.backend),
@@ -248,14 +280,15 @@ def bench_detector(
                 record["throughput"] = {"batch": options.batch, "images_per_s": lat.throughput(options.batch, bstats),
                                         "latency": bstats.to_dict()}
             elif stats is not None:
-                record["throughput"] = {"batch": 1, "images_per_s": lat.throughput(1, stats), "latency": stats.to_dict()}
+                record["throughput"] = {"batch": 1, "images_per_s": lat.throughput(1, stats),
+                                        "latency": stats.to_dict()}
     record["memory"]["inference"] = probe.result
     record["accuracy"] = None
     if dataset is not None:
         results = detect_dataset(detector, dataset, score_threshold=options.score_threshold,
                                  max_detections=options.max_detections, plan=plan)
         record["num_results"] = len(results)
-        record["accuracy"] = evaluate_results(detector, dataset, results, options.evaluator)
+        record["accuracy"] = evaluate_results(detector, dataset, results, options.evaluator, keypoint_dataset)
     record["protocol"] = protocol(detector, dataset, options)
     record["summary"] = _deltas(record["accuracy"], record["latency"], record["published"])
     return record
@@ -291,11 +324,13 @@ def run(
     options: BenchOptions | None = None,
     out_dir: str | Path | None = None,
     formats: Sequence[str] = ("json", "md", "png"),
+    keypoint_dataset: CocoDataset | None = None,
 ) -> dict[str, Any]:
     """Benchmark every model (registry names/patterns or detector objects) and write the reports.
 
     A model that fails to download, load or run is recorded with its ``error`` and the run goes
-    on with the others. Returns the results document (what ``results.json`` holds).
+    on with the others. ``keypoint_dataset``: ground truth with person keypoints for keypoint
+    models, when ``dataset`` has none. Returns the results document (what ``results.json`` holds).
     """
     options = options or BenchOptions()
     if dataset is not None and options.max_images:
@@ -312,9 +347,11 @@ def run(
                     with placement(plan):
                         detector, times = acquire(entry, options.backend)
                 record = bench_detector(detector, dataset=dataset, options=options, plan=plan, times=times,
-                                        load_memory=probe.result)
+                                        load_memory=probe.result, name=Path(entry).name.removesuffix(".tar.gz"),
+                                        keypoint_dataset=keypoint_dataset)
             else:
-                record = bench_detector(entry, dataset=dataset, options=options, plan=plan)
+                record = bench_detector(entry, dataset=dataset, options=options, plan=plan,
+                                        keypoint_dataset=keypoint_dataset)
         except ZooError as exc:
             name = entry if isinstance(entry, str) else _spec_value(entry, "name", repr(entry))
             record = {"model": name, "error": f"{type(exc).__name__}: {exc}"}

@@ -23,16 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--data", metavar="DIR",
                       help="a folder in COCO layout (annotations/instances_<split>.json + <split>/) "
                            "or odzoo layout (annotations.json + images/)")
-    data.add_argument("--coco-dir", metavar="DIR", help="COCO root with annotations/instances_<split>.json and <split>/")
+    data.add_argument("--coco-dir", metavar="DIR",
+                      help="COCO root with annotations/instances_<split>.json and <split>/")
     data.add_argument("--split", default="val2017", help="COCO split for --coco-dir/--data (default val2017)")
     data.add_argument("--annotations", metavar="FILE", help="COCO annotations JSON (with --images)")
     data.add_argument("--images", metavar="DIR", help="folder of the images named in --annotations")
+    data.add_argument("--keypoint-annotations", metavar="FILE",
+                      help="COCO person-keypoints JSON for keypoint models (default with --coco-dir: "
+                           "annotations/person_keypoints_<split>.json when present)")
     data.add_argument("--max-images", type=int, metavar="N", help="evaluate on the first N images (by id)")
     p.add_argument("--device", default="cpu", help="cpu, gpu:N, gpu (all GPUs, mirrored) or tpu (default cpu)")
     p.add_argument("--backend", help="model backend passed to zoo.load (default: its default)")
     p.add_argument("--out", metavar="DIR", help="write results.json, report.md and speed_accuracy.png here")
     p.add_argument("--json", action="store_true", help="print the results document as JSON")
-    p.add_argument("--iterations", type=int, default=20, metavar="N", help="minimum timed calls at batch 1 (default 20)")
+    p.add_argument("--iterations", type=int, default=20, metavar="N",
+                   help="minimum timed calls at batch 1 (default 20)")
     p.add_argument("--min-duration", type=float, default=1.0, metavar="S", help="minimum timed seconds (default 1)")
     p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed calls before timing (default 3)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the throughput measurement")
@@ -79,6 +84,22 @@ def dataset_from_args(args: argparse.Namespace):
     return CocoDataset.from_coco_dir(root, args.split)
 
 
+def keypoint_dataset_from_args(args: argparse.Namespace, dataset):
+    """Person-keypoint ground truth: --keypoint-annotations, or the COCO layout's file when present."""
+    from ..datasets.coco import CocoDataset
+
+    if dataset is None:
+        return None
+    if args.keypoint_annotations:
+        return CocoDataset(args.keypoint_annotations, dataset.images_dir)
+    root = args.coco_dir or args.data
+    if root and args.split:
+        path = Path(root) / "annotations" / f"person_keypoints_{args.split}.json"
+        if path.is_file():
+            return CocoDataset(path, dataset.images_dir)
+    return None
+
+
 # ----------------------------------------------------------------------------- bench
 def _options(args: argparse.Namespace):
     from ..bench.run import BenchOptions
@@ -108,7 +129,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     dataset = dataset_from_args(args)
     options = _options(args)
-    doc = run(args.models, dataset=dataset, options=options, out_dir=args.out)
+    doc = run(args.models, dataset=dataset, options=options, out_dir=args.out,
+              keypoint_dataset=keypoint_dataset_from_args(args, dataset))
     if args.json:
         print(json.dumps(doc, indent=1, default=str))
     else:

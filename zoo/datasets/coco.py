@@ -22,14 +22,16 @@ def _load_json(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"COCO annotations file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise DatasetError(f"COCO annotations file {path} must hold a JSON object with 'images', 'annotations', 'categories'")
+        raise DatasetError(
+            f"COCO annotations file {path} must hold a JSON object with 'images', 'annotations', 'categories'")
     return data
 
 
 def _validate(data: dict, source: str) -> None:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise DatasetError(f"{source}: missing or malformed {key!r} list (COCO format needs images, annotations, categories)")
+            raise DatasetError(
+                f"{source}: missing or malformed {key!r} list (COCO format needs images, annotations, categories)")
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or any(k not in img for k in _REQUIRED_IMAGE_KEYS):
             raise DatasetError(f"{source}: images[{i}] lacks one of {_REQUIRED_IMAGE_KEYS}")
@@ -66,7 +68,8 @@ class CocoDataset:
         data = _load_json(self.annotations_path) if _data is None else _data
         _validate(data, str(self.annotations_path))
         if not self.images_dir.is_dir():
-            raise DatasetError(f"COCO images folder not found: {self.images_dir}; pass the folder holding the image files")
+            raise DatasetError(
+                f"COCO images folder not found: {self.images_dir}; pass the folder holding the image files")
         self._data = data
         self._images = {img["id"]: img for img in data["images"]}
         self._by_image: dict[Any, list[dict]] = {img_id: [] for img_id in self._images}

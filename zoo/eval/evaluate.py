@@ -137,8 +137,9 @@ def _check_results(results: Sequence[Mapping], gt: dict, iou_type: str) -> list[
         if det.get("image_id") not in image_ids:
             raise DatasetError(f"detection [{i}] has image_id {det.get('image_id')!r}, which the ground truth lacks")
         if det.get("category_id") not in cat_ids:
-            raise DatasetError(f"detection [{i}] has category_id {det.get('category_id')!r}, which the ground truth lacks; "
-                               "map model classes to dataset categories first")
+            raise DatasetError(
+                f"detection [{i}] has category_id {det.get('category_id')!r}, which the ground truth lacks; "
+                "map model classes to dataset categories first")
         if field not in det:
             raise DatasetError(f"detection [{i}] has no {field!r}, needed for {iou_type} evaluation")
         checked.append(dict(det))  # the evaluators only add keys: a shallow copy keeps the caller's dicts intact

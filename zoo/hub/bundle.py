@@ -19,8 +19,16 @@ from pathlib import Path
 
 from zoo.errors import IntegrityError, NotCachedError, UnsafeArchiveError, ZooError
 from zoo.hub import trust
-from zoo.hub.cache import MANIFEST_NAME, Layout, check_name, full_verify, quick_check, read_manifest, \
-    refresh_mtimes, write_manifest
+from zoo.hub.cache import (
+    MANIFEST_NAME,
+    Layout,
+    check_name,
+    full_verify,
+    quick_check,
+    read_manifest,
+    refresh_mtimes,
+    write_manifest,
+)
 from zoo.hub.extract import extract
 from zoo.hub.fetch import publish
 from zoo.hub.lock import clean_stale_tmp, hold

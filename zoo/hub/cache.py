@@ -2,7 +2,8 @@
 
     <cache>/models/<name>/                 whole entries only (published by one atomic rename)
     <cache>/models/<name>/.odzoo-manifest.json
-    <cache>/downloads/<key>.part           partial downloads (+ <key>.part.json for resuming)
+    <cache>/downloads/<name>@<key>.part    partial downloads (+ .part.json for resuming); <key> is
+                                           the expected sha256, or a hash of the URL
     <cache>/archives/<sha256>.tar.gz       verified archives, kept only with ODZOO_KEEP_ARCHIVES=1
     <cache>/tmp/<name>/<random>/           extraction and import work folders
     <cache>/locks/<name>.lock              one lock per entry (OS locks: released if a process dies)
@@ -15,9 +16,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from zoo.errors import CacheError
 
@@ -94,7 +95,7 @@ class Layout:
     def archive(self, sha256: str) -> Path:
         return self.archives / f"{sha256}.tar.gz"
 
-    def ensure(self) -> "Layout":
+    def ensure(self) -> Layout:
         """Create the top-level folders."""
         for folder in (self.models, self.downloads, self.tmp, self.locks):
             try:
@@ -152,7 +153,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Manifest":
+    def from_json(cls, data: dict) -> Manifest:
         if data.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"unknown manifest format {data.get('format')!r}")
         archive = data["archive"]

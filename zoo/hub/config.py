@@ -92,7 +92,7 @@ class NetSettings:
     chunk_size: int = 1 << 20
 
     @classmethod
-    def from_env(cls) -> "NetSettings":
+    def from_env(cls) -> NetSettings:
         """Defaults, with ``ODZOO_TIMEOUT`` and ``ODZOO_RETRIES`` applied."""
         return cls(read_timeout=_float_env("ODZOO_TIMEOUT", cls.read_timeout),
                    attempts=_int_env("ODZOO_RETRIES", cls.attempts))

@@ -313,7 +313,9 @@ class Downloader:
         previous one in a helper thread (socket reads, file writes and sha256 all release the GIL);
         at most one block is in flight, so a kill loses at most one block of received data."""
         chunk = self.settings.chunk_size
-        read = resp.raw.read1  # returns what has arrived instead of waiting for a full chunk
+        raw = resp.raw
+        # read1 returns what has arrived instead of waiting for a full chunk (urllib3 >= 2)
+        read = raw.read1 if hasattr(raw, "read1") else raw.read
         hasher = self._hasher
 
         with open(self.part, "ab" if offset else "wb", buffering=0) as fh, \
@@ -370,7 +372,7 @@ def _retry_after(value: str | None) -> float | None:
 def _content_range(value: str | None) -> tuple[int, int | None]:
     """Parse ``bytes START-END/TOTAL`` -> (START, TOTAL or None)."""
     try:
-        unit, rest = (value or "").split(" ", 1)
+        _unit, rest = (value or "").split(" ", 1)
         span, total = rest.split("/", 1)
         start = int(span.split("-", 1)[0])
         return start, (int(total) if total.strip() != "*" else None)

@@ -12,7 +12,6 @@ import hashlib
 import os
 import posixpath
 import shutil
-import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +72,7 @@ def _clean_name(name: str, archive: str) -> str:
 def _inside(rel: str) -> bool:
     """True when a normalized relative POSIX path stays inside its root."""
     norm = posixpath.normpath(rel)
-    return not (norm == ".." or norm.startswith("../") or norm.startswith("/"))
+    return not (norm == ".." or norm.startswith(("../", "/")))
 
 
 def extract(archive: Path, dest: Path, *, limits: Limits | None = None, show: bool = False,
@@ -98,7 +97,7 @@ def extract(archive: Path, dest: Path, *, limits: Limits | None = None, show: bo
 
 def _extract_stream(fh, dest: Path, limits: Limits, archive: str) -> Extracted:
     try:
-        tar = tarfile.open(fileobj=fh, mode="r|*")
+        tar = tarfile.open(fileobj=fh, mode="r|*")  # noqa: SIM115 - closed in the finally below
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"{archive}: not a readable tar archive ({exc})") from None
     result = Extracted(None)
@@ -179,6 +178,11 @@ def _extract_stream(fh, dest: Path, limits: Limits, archive: str) -> Extracted:
             raise UnsafeArchiveError(f"{archive}: symlink {rel!r} collides with another member")
         os.symlink(target, path)
         result.symlinks[rel] = target
+    root = os.path.realpath(dest)
+    for rel in result.symlinks:  # links through links: resolve for real, not just lexically
+        resolved = os.path.realpath(dest / rel)
+        if resolved != root and not resolved.startswith(root + os.sep):
+            raise UnsafeArchiveError(f"{archive}: symlink {rel!r} resolves outside the archive folder")
     return result
 
 

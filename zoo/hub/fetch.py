@@ -8,6 +8,7 @@ work folder inside the cache while hashing every file, write the manifest, publi
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -16,10 +17,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from zoo.errors import (ConfigError, DownloadError, IntegrityError, NotCachedError, OfflineError,
-                        UnsafeArchiveError)
+from zoo.errors import (
+    ConfigError,
+    DownloadError,
+    IntegrityError,
+    NotCachedError,
+    OfflineError,
+    UnsafeArchiveError,
+)
 from zoo.hub import config, trust
-from zoo.hub.cache import Layout, Manifest, full_verify, quick_check, refresh_mtimes, write_manifest
+from zoo.hub.cache import (
+    Layout,
+    Manifest,
+    full_verify,
+    quick_check,
+    read_manifest,
+    refresh_mtimes,
+    write_manifest,
+)
 from zoo.hub.download import AllFailed, Blob, Downloader, file_url_path
 from zoo.hub.extract import extract
 from zoo.hub.lock import clean_stale_tmp, hold
@@ -57,9 +72,10 @@ def archive_basename(path_or_url: str) -> str:
 
 
 def is_model_folder(path: Path) -> bool:
-    """A folder with ``pipeline.config`` and ``checkpoint/`` or ``saved_model/``."""
-    return (path / "pipeline.config").is_file() and (
-        (path / "checkpoint").is_dir() or (path / "saved_model").is_dir())
+    """A folder with ``pipeline.config``, ``checkpoint/`` or ``saved_model/`` (zoo archives have all
+    three; checkpoint-only archives have just ``checkpoint/``)."""
+    return ((path / "pipeline.config").is_file() or (path / "checkpoint").is_dir()
+            or (path / "saved_model").is_dir())
 
 
 def source_from_spec(spec: Any) -> Source:
@@ -82,8 +98,8 @@ def resolve(source: Any) -> Source | Path:
         path = Path(text).expanduser()
         if path.is_dir():
             if not is_model_folder(path):
-                raise ConfigError(f"{path} does not look like a model folder: it needs pipeline.config "
-                                  "and a checkpoint/ or saved_model/ folder")
+                raise ConfigError(f"{path} does not look like a model folder: it has no "
+                                  "pipeline.config, checkpoint/ or saved_model/")
             return path.resolve()
         if path.is_file():
             path = path.resolve()
@@ -189,8 +205,6 @@ def _usable_entry(entry: Path, src: Source, expected: str | None) -> Path | None
         return entry if _matches(manifest, src, expected) else None
     if not entry.is_dir():
         return None
-    from zoo.hub.cache import read_manifest
-
     manifest = read_manifest(entry)
     if manifest is None or not _matches(manifest, src, expected):
         return None
@@ -204,7 +218,7 @@ def _usable_entry(entry: Path, src: Source, expected: str | None) -> Path | None
 def _obtain(layout: Layout, src: Source, expected: str | None, *, offline: bool, show: bool,
             from_file: Path | None) -> Blob:
     """A verified archive for ``src``: a file given by hand, a kept archive, or a download."""
-    key = expected or _url_key(src.url)
+    key = f"{src.name}@{expected or _url_key(src.url)}"  # one writer: the holder of the entry lock
     downloader = Downloader(layout.downloads, key, expected_sha256=expected, expected_size=src.size,
                             settings=config.NetSettings.from_env(), show=show, label=src.label)
     if from_file is not None:
@@ -232,8 +246,6 @@ def _obtain(layout: Layout, src: Source, expected: str | None, *, offline: bool,
 
 
 def _url_key(url: str) -> str:
-    import hashlib
-
     return "url-" + hashlib.sha256(url.encode()).hexdigest()[:32]
 
 
@@ -268,7 +280,7 @@ def _install(layout: Layout, src: Source, blob: Blob, *, show: bool) -> None:
         folder = work / "entry"
         if not is_model_folder(folder):
             raise IntegrityError(f"the archive of {src.name} ({src.url}) holds no model folder "
-                                 "(pipeline.config with checkpoint/ or saved_model/)")
+                                 "(no pipeline.config, checkpoint/ or saved_model/)")
         manifest = Manifest(name=src.name, source=src.url, archive_sha256=blob.sha256,
                             archive_size=blob.size, archive_top=result.top, files=result.files,
                             dirs=result.dirs, symlinks=result.symlinks, origin=_origin(src))

@@ -9,8 +9,14 @@ from pathlib import Path
 
 from zoo.errors import NotCachedError, ZooError
 from zoo.hub import config, trust
-from zoo.hub.cache import (MANIFEST_NAME, Layout, full_verify, quick_check, read_manifest,
-                           tree_size)
+from zoo.hub.cache import (
+    MANIFEST_NAME,
+    Layout,
+    full_verify,
+    quick_check,
+    read_manifest,
+    tree_size,
+)
 from zoo.hub.fetch import Source, ensure_entry
 from zoo.hub.lock import clean_stale_tmp, hold, is_held
 
@@ -192,7 +198,8 @@ def prune(layout: Layout, *, older_than_days: float | None = None, dry_run: bool
 
 
 def _part_in_use(layout: Layout, part: Path) -> bool:
-    """A .part is in use while any entry lock is held (downloads run under their entry's lock)."""
-    if not layout.locks.is_dir():
-        return False
-    return any(is_held(layout, lock.stem) for lock in layout.locks.glob("*.lock") if _valid(lock.stem))
+    """A .part (``<name>@<key>.part``) is in use while its entry's lock is held."""
+    name = part.name.split("@", 1)[0]
+    if "@" in part.name and _valid(name):
+        return is_held(layout, name)
+    return False

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Self
 
 from zoo.hub.config import env_flag
 
@@ -33,7 +33,7 @@ class _Silent:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "_Silent":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -108,9 +108,8 @@ def multiclass_nms(
     additional_fields = dict(additional_fields or {})
     num_boxes = tf.shape(boxes)[0]
     max_selection = tf.minimum(config.max_size_per_class, num_boxes)
-    per_class = []
-    for class_idx in range(num_classes):
-        class_scores = scores[:, class_idx]
+
+    def one_class(class_scores: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         selected, selected_scores = tf.image.non_max_suppression_with_scores(
             boxes,
             class_scores,
@@ -122,14 +121,23 @@ def multiclass_nms(
         num_valid = tf.shape(selected)[0]
         pad = max_selection - num_valid
         selected = tf.concat([selected, tf.zeros([pad], tf.int32)], 0)
-        selected_scores = tf.concat([selected_scores, tf.zeros([pad], tf.float32)], 0)
         valid = tf.range(max_selection) < num_valid
-        fields = {"boxes": tf.gather(boxes, selected)}
-        fields.update(_gather(additional_fields, selected))
-        fields["scores"] = tf.where(valid, selected_scores, -tf.ones([max_selection]))
-        fields["classes"] = tf.zeros([max_selection]) + float(class_idx)
-        per_class.append(fields)
-    merged = {k: tf.concat([f[k] for f in per_class], 0) for k in per_class[0]}
+        selected_scores = tf.concat([selected_scores, tf.zeros([pad], tf.float32)], 0)
+        return selected, tf.where(valid, selected_scores, -tf.ones([max_selection]))
+
+    # One loop over the classes (not one graph copy per class); rows stay in class order.
+    selected, selected_scores = tf.map_fn(
+        one_class,
+        tf.transpose(scores),
+        fn_output_signature=(tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32)),
+    )
+    flat = tf.reshape(selected, [-1])
+    merged = {"boxes": tf.gather(boxes, flat)}
+    merged.update(_gather(additional_fields, flat))
+    merged["scores"] = tf.reshape(selected_scores, [-1])
+    merged["classes"] = tf.reshape(
+        tf.tile(tf.range(num_classes, dtype=tf.float32)[:, tf.newaxis], [1, max_selection]), [-1]
+    )
     merged = _sort_by_score(merged)
     if clip_window is not None:
         merged = _clip_and_prune(merged, tf.convert_to_tensor(clip_window, tf.float32), config.change_coordinate_frame)

@@ -1,4 +1,4 @@
-"""The SSD meta-architecture in Keras 3 (SSD MobileNet/ResNet FPN, EfficientDet), faithful to the TF2 OD API.
+"""The SSD meta-architecture in Keras 3 (SSD MobileNet V2 FPN, EfficientDet), faithful to the TF2 OD API.
 
 :class:`SSD` has the same interface as :class:`zoo.models.centernet.CenterNet`: ``keras_model``
 (preprocessed images -> raw predictions), ``checkpoint_map()`` (every variable under its checkpoint

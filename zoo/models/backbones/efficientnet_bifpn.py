@@ -228,7 +228,8 @@ class EfficientNetBiFPN:
                     x = keras.layers.Conv2D(
                         self.num_filters, 1, padding="same", use_bias=hp.use_bias(), name=f"{prefix}_conv"
                     )(x)
-                    x = hp.batch_norm_layer(f"{prefix}_bn")(x)
+                    if hp.batch_norm:
+                        x = hp.batch_norm_layer(f"{prefix}_bn")(x)
                 step = node.level - level_of[src]
                 if step > 0:
                     size = 2**step
@@ -246,7 +247,8 @@ class EfficientNetBiFPN:
                 x = keras.layers.SeparableConv2D(
                     self.num_filters, 3, padding="same", use_bias=hp.use_bias(), name=f"node_{n}_conv"
                 )(x)
-                x = hp.batch_norm_layer(f"node_{n}_bn")(x)
+                if hp.batch_norm:
+                    x = hp.batch_norm_layer(f"node_{n}_bn")(x)
             maps[node.name] = x
             channels[node.name] = self.num_filters
             level_of[node.name] = node.level
@@ -285,8 +287,9 @@ class EfficientNetBiFPN:
                     out[f"{stage}/node_combine_op/{n}/bifpn_combine_weights"] = var
             if node.combine:
                 for j, suffix in ((1, "conv"), (2, "bn")):
-                    for attr, var in variable_attributes(model.get_layer(f"node_{n}_{suffix}")):
-                        out[f"{stage}/node_post_combine_block/{n}/{j}/{attr}"] = var
+                    if f"node_{n}_{suffix}" in names:
+                        for attr, var in variable_attributes(model.get_layer(f"node_{n}_{suffix}")):
+                            out[f"{stage}/node_post_combine_block/{n}/{j}/{attr}"] = var
         return out
 
 

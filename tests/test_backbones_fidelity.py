@@ -1,0 +1,239 @@
+"""Hourglass-104, ResNet50 V2 and MobileNetV2-FPN CenterNets reproduce the original implementation.
+
+For every zoo model of these extractors: the seed-0 checkpoint (with the fixture's overrides) is
+written by ``synth_checkpoint.py``, restored strictly into the model built from the zoo
+``pipeline.config``, and run on ``inputs/A.png``; the preprocessed input, the backbone's feature
+maps, every head output and the detections are compared with ``fixtures/NAME/reference.npz``.
+
+Cost control (2 CPU cores): results are computed once per module and cached as numpy arrays. The
+Hourglass models come in pairs that share the backbone checkpoint values (same keys, same seed,
+same BatchNorm overrides; asserted below), so each pair runs the expensive Hourglass forward pass
+once, on the keypoint model, and the other model's heads run on those same features.
+
+Tolerances: relative L2 <= 1e-4, except the outputs of the second Hourglass stack (``*_1``), which
+sit behind ~100 more float32 layers: there the same network evaluated in float64 differs from its
+float32 evaluation by ~4e-4, so float32 round-off alone exceeds 1e-4 and the bound is 1e-3.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.checkpoint import restore
+from zoo.models.builder import build_model
+
+from .conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS, shared_available
+
+pytestmark = pytest.mark.skipif(not shared_available(), reason="needs ../shared (fixtures, manifests, tools)")
+
+# Hourglass pairs: (model whose backbone pass is run, model that reuses the features).
+HOURGLASS_PAIRS = (
+    ("centernet_hg104_512x512_kpts_coco17_tpu-32", "centernet_hg104_512x512_coco17_tpu-8"),
+    ("centernet_hg104_1024x1024_kpts_coco17_tpu-32", "centernet_hg104_1024x1024_coco17_tpu-32"),
+)
+SINGLE = (
+    "centernet_resnet50_v2_512x512_coco17_tpu-8",
+    "centernet_resnet50_v2_512x512_kpts_coco17_tpu-8",
+    "centernet_mobilenetv2fpn_512x512_coco17_od",
+    "centernet_mobilenetv2fpn_512x512_coco17_kpts",
+)
+MODELS = SINGLE + tuple(name for pair in HOURGLASS_PAIRS for name in pair)
+
+PREDICT_TOL = 1e-4
+SECOND_STACK_TOL = 1e-3
+
+
+@dataclasses.dataclass
+class Run:
+    """What one model computed on inputs/A.png (numpy), plus its strict-restore report."""
+
+    preprocessed: np.ndarray
+    true_shapes: np.ndarray
+    predict: dict[str, np.ndarray]  # reference naming: "object_center_0", "extracted_features_1", ...
+    detections: dict[str, np.ndarray]
+    restored_keys: int
+    checkpoint_keys: int
+
+
+def _synth_tool():
+    """The shared ``synth_checkpoint.py``, imported in-process (saves a TensorFlow start-up per model)."""
+    spec = importlib.util.spec_from_file_location("synth_checkpoint", TOOLS / "synth_checkpoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _synthesize(name: str, out: Path) -> Path:
+    """``synth_checkpoint.py MANIFEST OUT --seed 0 --overrides fixtures/NAME/overrides.npz``."""
+    manifest = json.loads((MANIFESTS / f"{name}.json").read_text())
+    with np.load(FIXTURES / name / "overrides.npz") as z:
+        overrides = {k: z[k] for k in z.files}
+    _synth_tool().write_checkpoint(manifest, str(out), seed=0, overrides=overrides)
+    return out
+
+
+def _checkpoint_key_count(directory: Path) -> int:
+    keys = tf.train.load_checkpoint(str(directory / "ckpt-0")).get_variable_to_shape_map()
+    return sum(1 for k in keys if k.startswith("model/"))
+
+
+def _build_and_restore(name: str, workdir: Path):
+    """Model built from the zoo config, strictly restored from the synthesized checkpoint."""
+    ckpt = _synthesize(name, workdir / name)
+    model = build_model(CONFIGS / name / "pipeline.config")
+    report = restore(model.checkpoint_map(), ckpt, model_variables=model.keras_model.variables)
+    total = _checkpoint_key_count(ckpt)
+    shutil.rmtree(ckpt)  # Hourglass checkpoints are ~770 MB each
+    return model, report, total
+
+
+def _image() -> tf.Tensor:
+    return tf.io.decode_png(tf.io.read_file(str(INPUT_IMAGE)), channels=3)[tf.newaxis]
+
+
+def _features(model, preprocessed) -> list:
+    out = model.backbone_model(preprocessed, training=False)
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _heads(model, features) -> dict[str, list]:
+    return {name: [net(features[i], training=False) for i, net in enumerate(stacks)]
+            for name, stacks in model.heads.items()}
+
+
+def _run(model, report, total, preprocessed, true_shapes, features, predictions) -> Run:
+    detections = model.postprocess(predictions, true_shapes)
+    flat = {f"extracted_features_{i}": np.asarray(f) for i, f in enumerate(features)}
+    for name, stacks in predictions.items():
+        flat.update({f"{name}_{i}": np.asarray(t) for i, t in enumerate(stacks)})
+    return Run(np.asarray(preprocessed), np.asarray(true_shapes), flat,
+               {k: np.asarray(v) for k, v in detections.items()}, len(report.matched), total)
+
+
+def _run_single(name: str, workdir: Path) -> dict[str, Run]:
+    model, report, total = _build_and_restore(name, workdir)
+    preprocessed, true_shapes = model.preprocess(_image())
+    features = _features(model, preprocessed)
+    predictions = _heads(model, features)
+    # The meta-architecture's own predict (backbone + heads as one functional model) agrees.
+    direct = model.predict(preprocessed)
+    for key, stacks in predictions.items():
+        for mine, theirs in zip(stacks, direct[key]):
+            np.testing.assert_allclose(np.asarray(theirs), np.asarray(mine), rtol=1e-5, atol=1e-5)
+    return {name: _run(model, report, total, preprocessed, true_shapes, features, predictions)}
+
+
+def _run_pair(primary: str, secondary: str, workdir: Path) -> dict[str, Run]:
+    model, report, total = _build_and_restore(primary, workdir)
+    preprocessed, true_shapes = model.preprocess(_image())
+    features = _features(model, preprocessed)
+    runs = {primary: _run(model, report, total, preprocessed, true_shapes, features, _heads(model, features))}
+
+    other, other_report, other_total = _build_and_restore(secondary, workdir)
+    mine = model.backbone.checkpoint_map(model.backbone_model)
+    theirs = other.backbone.checkpoint_map(other.backbone_model)
+    assert mine.keys() == theirs.keys()
+    for key, var in mine.items():  # identical backbone values: the features can be shared
+        assert np.array_equal(np.asarray(var), np.asarray(theirs[key])), key
+    del model, mine, theirs
+    gc.collect()
+    other_pre, other_shapes = other.preprocess(_image())
+    np.testing.assert_allclose(np.asarray(other_pre), runs[primary].preprocessed, rtol=1e-6, atol=1e-6)
+    runs[secondary] = _run(other, other_report, other_total, other_pre, other_shapes, features,
+                           _heads(other, features))
+    del other, features
+    gc.collect()
+    return runs
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """name -> Run, computed on first request (a Hourglass pair together)."""
+    workdir = tmp_path_factory.mktemp("backbone_checkpoints")
+    cache: dict[str, Run] = {}
+
+    def get(name: str) -> Run:
+        if name not in cache:
+            pair = next((p for p in HOURGLASS_PAIRS if name in p), None)
+            cache.update(_run_pair(*pair, workdir) if pair else _run_single(name, workdir))
+        return cache[name]
+
+    return get
+
+
+def _reference(name: str):
+    return np.load(FIXTURES / name / "reference.npz")
+
+
+def _compare(ref, key: str, value: np.ndarray) -> float:
+    """Relative L2 error of ``value`` against the reference array ``key`` (full or sampled)."""
+    if key in ref.files:
+        want = ref[key]
+        assert value.shape == want.shape, (key, value.shape, want.shape)
+        got = value
+    else:
+        assert value.shape == tuple(ref[key + "__shape"]), (key, value.shape, tuple(ref[key + "__shape"]))
+        want = ref[key + "__sample_val"]
+        got = value.reshape(-1)[ref[key + "__sample_idx"]]
+    return float(np.linalg.norm(got.astype(np.float64) - want) / max(np.linalg.norm(want), 1e-12))
+
+
+def _predict_keys(ref) -> set[str]:
+    keys = set()
+    for f in ref.files:
+        if f.startswith("predict/") and f != "predict/preprocessed_inputs" and not f.startswith(
+                "predict/preprocessed_inputs__"):
+            keys.add(f[len("predict/"):].split("__")[0])
+    return keys
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_strict_restore_and_preprocessing(name, results):
+    run = results(name)
+    assert run.restored_keys == run.checkpoint_keys
+    ref = _reference(name)
+    assert _compare(ref, "preprocessed_inputs", run.preprocessed) <= 1e-6
+    np.testing.assert_array_equal(run.true_shapes, ref["true_image_shapes"])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_features_and_heads_match_the_original(name, results):
+    run = results(name)
+    ref = _reference(name)
+    wanted = _predict_keys(ref)
+    assert wanted <= set(run.predict), sorted(wanted - set(run.predict))
+    errors = {key: _compare(ref, f"predict/{key}", run.predict[key]) for key in sorted(wanted)}
+    second_stack = name.startswith("centernet_hg104")
+    too_large = {
+        key: err for key, err in errors.items()
+        if err > (SECOND_STACK_TOL if second_stack and key.endswith("_1") else PREDICT_TOL)
+    }
+    assert not too_large, too_large
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_detections_match_the_original(name, results):
+    run = results(name)
+    ref = _reference(name)
+    det = run.detections
+    tol = 5e-4 if name.startswith("centernet_hg104") else 1e-4
+    np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])
+    scores, want_scores = det["detection_scores"][0], ref["postprocess/detection_scores"][0]
+    np.testing.assert_allclose(scores, want_scores, atol=tol)
+    # Detections whose score is within round-off of a neighbour's may trade places; the rest must agree.
+    gaps = np.abs(np.diff(want_scores))
+    firm = np.minimum(np.r_[np.inf, gaps], np.r_[gaps, np.inf]) > 2 * tol
+    assert firm.mean() > 0.5
+    np.testing.assert_array_equal(det["detection_classes"][0][firm], ref["postprocess/detection_classes"][0][firm])
+    np.testing.assert_allclose(det["detection_boxes"][0][firm], ref["postprocess/detection_boxes"][0][firm],
+                               atol=1e-3)
+    np.testing.assert_allclose(det["detection_multiclass_scores"][0][firm],
+                               ref["postprocess/detection_multiclass_scores"][0][firm], atol=tol)
