@@ -210,3 +210,16 @@ def test_small_mobilenet_variant_builds_and_runs_through_the_builder():
 def test_bad_extractor_fields_are_config_errors(text, message):
     with pytest.raises(ConfigError, match=message):
         get_backbone(parse(text))
+
+
+@pytest.mark.parametrize("kind, channels", [("hourglass_10", 64), ("hourglass_52", 128)])
+def test_single_stack_hourglasses(kind, channels):
+    backbone = get_backbone(kind)
+    model = backbone.build()
+    out = model(np.zeros((1, 128, 128, 3), np.float32))
+    out = list(out) if isinstance(out, (list, tuple)) else [out]
+    assert [tuple(t.shape) for t in out] == [(1, 32, 32, channels)]
+    mapping = backbone.checkpoint_map(model)
+    assert len(mapping) == len(model.weights)
+    assert "_network/intermediate_conv1/0/conv/kernel" not in mapping
+    assert tuple(mapping["_network/output_conv/0/conv/kernel"].shape) == (3, 3, channels, channels)

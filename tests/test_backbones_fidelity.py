@@ -228,12 +228,22 @@ def test_detections_match_the_original(name, results):
     np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])
     scores, want_scores = det["detection_scores"][0], ref["postprocess/detection_scores"][0]
     np.testing.assert_allclose(scores, want_scores, atol=tol)
-    # Detections whose score is within round-off of a neighbour's may trade places; the rest must agree.
-    gaps = np.abs(np.diff(want_scores))
-    firm = np.minimum(np.r_[np.inf, gaps], np.r_[gaps, np.inf]) > 2 * tol
-    assert firm.mean() > 0.5
-    np.testing.assert_array_equal(det["detection_classes"][0][firm], ref["postprocess/detection_classes"][0][firm])
-    np.testing.assert_allclose(det["detection_boxes"][0][firm], ref["postprocess/detection_boxes"][0][firm],
-                               atol=1e-3)
-    np.testing.assert_allclose(det["detection_multiclass_scores"][0][firm],
-                               ref["postprocess/detection_multiclass_scores"][0][firm], atol=tol)
+    # Detections whose scores are within round-off of each other may trade places (or, at the cut-off,
+    # trade a place in the top k): match each reference detection to one of ours by class, box, score.
+    classes, want_classes = det["detection_classes"][0], ref["postprocess/detection_classes"][0]
+    boxes, want_boxes = det["detection_boxes"][0], ref["postprocess/detection_boxes"][0]
+    multi, want_multi = det["detection_multiclass_scores"][0], ref["postprocess/detection_multiclass_scores"][0]
+    free = set(range(len(scores)))
+    unmatched = []
+    for i in range(len(want_scores)):
+        match = next((j for j in sorted(free, key=lambda j: abs(j - i))
+                      if classes[j] == want_classes[i] and abs(scores[j] - want_scores[i]) <= tol
+                      and np.allclose(boxes[j], want_boxes[i], atol=1e-3)), None)
+        if match is None:
+            unmatched.append(i)
+            continue
+        free.discard(match)
+        np.testing.assert_allclose(multi[match], want_multi[i], atol=tol)
+    at_cutoff = [i for i in unmatched if want_scores[i] - want_scores.min() <= tol]
+    assert unmatched == at_cutoff, f"reference detections without a counterpart: {unmatched}"
+    assert len(unmatched) <= 2

@@ -209,3 +209,27 @@ def test_jit_compile_option_and_clean_fallback() -> None:
     out = fallback.infer(batch)
     assert out["detection_scores"].shape == (1, 1)
     assert not fallback.jit_compile and "XLA" in fallback.jit_fallback_reason
+
+
+def test_cli_detect_draws_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo.cli import main
+
+    out = tmp_path / "annotated.png"
+    code = main(["detect", str(INPUT_IMAGE), "--model", str(TARBALL), "--threshold", "0.5", "--out", str(out), "--json"])
+    assert code == 0
+    payload = __import__("json").loads(capsys.readouterr().out)
+    assert payload[0]["annotated"] == str(out) and payload[0]["image_size"] == [480, 640]
+    assert payload[0]["scores"] and min(payload[0]["scores"]) >= 0.5
+    drawn = np.asarray(Image.open(out))
+    assert drawn.shape == (480, 640, 3)
+    assert not np.array_equal(drawn, np.asarray(Image.open(INPUT_IMAGE).convert("RGB")))  # boxes were drawn
+
+
+def test_cli_detect_bad_image_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo.cli import main
+
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert main(["detect", str(bad), "--model", str(TARBALL)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("odzoo detect: error:") and "cannot read image" in err and "\n" not in err

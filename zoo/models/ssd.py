@@ -1,4 +1,5 @@
-"""The SSD meta-architecture in Keras 3 (SSD MobileNet V2 FPN, EfficientDet), faithful to the TF2 OD API.
+"""The SSD meta-architecture in Keras 3 (SSD MobileNet / ResNet FPN, SSD MobileNet V2, EfficientDet), faithful
+to the TF2 OD API.
 
 :class:`SSD` has the same interface as :class:`zoo.models.centernet.CenterNet`: ``keras_model``
 (preprocessed images -> raw predictions), ``checkpoint_map()`` (every variable under its checkpoint
@@ -6,7 +7,8 @@ key), ``class_dependent_keys()``, and the three stages of the original:
 
 * :meth:`SSD.preprocess` - the feature extractor's normalization, *then* the image resizer (the
   original normalizes before resizing, so the zero padding of a padded resize stays 0);
-* :meth:`SSD.predict` - feature maps, the weight-shared convolutional box predictor, anchors;
+* :meth:`SSD.predict` - feature maps, the box predictor (:class:`WeightSharedBoxPredictor` or the
+  per-level :class:`ConvolutionalBoxPredictor`), anchors;
 * :meth:`SSD.postprocess` - box decoding (:mod:`zoo.models.box_coders`), score conversion, and
   per-class NMS with clipping to the true image (:mod:`zoo.models.nms`).
 
@@ -14,6 +16,7 @@ Feature extractors are looked up by the config's ``feature_extractor.type`` (see
 :data:`FEATURE_EXTRACTORS`). An SSD feature extractor provides ``preprocess(images)`` (RGB 0..255,
 before resizing), ``build() -> keras.Model`` (preprocessed images -> list of feature maps, finest
 first, one per anchor level) and ``checkpoint_map(model)`` (keys relative to ``model/_feature_extractor/``).
+The FPN extractors share :class:`FpnFeatureExtractor` (top-down pathway, coarse levels, checkpoint layout).
 """
 from __future__ import annotations
 
@@ -38,24 +41,73 @@ __all__ = [
     "SSD",
     "BoxPredictorConfig",
     "ConvHyperparams",
+    "ConvolutionalBoxPredictor",
+    "FpnFeatureExtractor",
+    "FusedBatchNormalization",
     "SsdConfig",
+    "WeightSharedBoxPredictor",
     "build_ssd",
     "get_feature_extractor",
+    "with_fused_batch_norm",
 ]
 
 _FE_PREFIX = "model/_feature_extractor/"
 _BP_PREFIX = "model/_box_predictor/"
 BOX_ENCODINGS = "box_encodings"
 CLASS_PREDICTIONS = "class_predictions_with_background"
+WEIGHT_SHARED = "weight_shared_convolutional_box_predictor"
+CONVOLUTIONAL = "convolutional_box_predictor"
 
 # feature_extractor.type -> module under zoo.models.backbones exposing create(config, hyperparams).
 FEATURE_EXTRACTORS: dict[str, str] = {
     "ssd_mobilenet_v2_fpn_keras": "ssd_mobilenet_v2_fpn",
+    "ssd_mobilenet_v1_fpn_keras": "ssd_mobilenet_v1_fpn",
+    "ssd_mobilenet_v2_keras": "ssd_mobilenet_v2",
+    **{f"ssd_resnet{n}_v1_fpn_keras": "ssd_resnet_fpn" for n in (50, 101, 152)},
     **{f"ssd_efficientnet-b{i}_bifpn_keras": "efficientnet_bifpn" for i in range(8)},
 }
 
 
 # ---------------------------------------------------------------------------------- hyperparams
+@keras.saving.register_keras_serializable(package="odzoo")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization that runs inference through TensorFlow's fused kernel, as Keras 2 did.
+
+    The fused kernel rounds differently from Keras 3's composed ops; on deep ResNets the composed
+    form drifts about 1e-4 (relative) from the original's outputs, the fused one about 1e-5.
+    Training, and inputs the kernel does not take (rank other than 4, channels not last, float64),
+    use the Keras 3 implementation.
+    """
+
+    _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        if (training and self.trainable) or len(inputs.shape) != 4 or self.axis not in (-1, 3) \
+                or inputs.dtype not in self._FUSED_DTYPES:
+            return super().call(inputs, training=training, mask=mask)
+        channels = int(inputs.shape[-1])
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            inputs, scale, offset,
+            mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
+            epsilon=self.epsilon, is_training=False,
+        )
+        return outputs
+
+
+def with_fused_batch_norm(model: keras.Model) -> keras.Model:
+    """A fresh copy of a functional ``model`` (same layers, names and order, new weights) whose
+    BatchNormalization layers are :class:`FusedBatchNormalization`."""
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if type(layer) is keras.layers.BatchNormalization:
+            return FusedBatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
 @dataclasses.dataclass(frozen=True)
 class ConvHyperparams:
     """What the layers read from a ``conv_hyperparams`` message: activation, BatchNorm, bias rule."""
@@ -88,16 +140,16 @@ class ConvHyperparams:
         )
 
     def use_bias(self, requested: bool | None = None) -> bool:
-        """Whether a conv gets a bias: forced, else as requested, else only without BatchNorm."""
+        """Whether a conv gets a bias: forced, else as requested, else unless a centred BatchNorm follows."""
         if self.force_use_bias:
             return True
         if requested is not None:
             return requested
-        return not self.batch_norm
+        return not (self.batch_norm and self.bn_center)
 
     def batch_norm_layer(self, name: str) -> keras.layers.BatchNormalization:
-        """A BatchNormalization with the configured epsilon (inference uses the moving statistics)."""
-        return keras.layers.BatchNormalization(
+        """A (fused at inference) BatchNormalization with the configured epsilon, using the moving statistics."""
+        return FusedBatchNormalization(
             epsilon=self.bn_epsilon, scale=self.bn_scale, center=self.bn_center, name=name
         )
 
@@ -110,6 +162,27 @@ class ConvHyperparams:
         if self.activation == "SWISH":
             return keras.layers.Activation("swish", name=name)
         return None
+
+    def conv_block(self, x: Any, filters: int, kernel: int, stride: int, name: str, separable: bool = False) -> Any:
+        """Conv (``{name}_conv``, separable when asked) -> BatchNorm (``{name}_bn``) -> activation, 'same' padding."""
+        conv = keras.layers.SeparableConv2D if separable else keras.layers.Conv2D
+        x = conv(filters, kernel, strides=stride, padding="same", use_bias=self.use_bias(), name=f"{name}_conv")(x)
+        if self.batch_norm:
+            x = self.batch_norm_layer(f"{name}_bn")(x)
+        act = self.activation_layer(f"{name}_act")
+        return act(x) if act is not None else x
+
+    def block_variables(self, model: keras.Model, prefix: str, name: str) -> dict[str, keras.Variable]:
+        """Checkpoint entries of a :meth:`conv_block` (conv at ``{prefix}/0``, BatchNorm at ``{prefix}/1``)."""
+        out = layer_items(f"{prefix}/0", model.get_layer(f"{name}_conv"))
+        if self.batch_norm:
+            out.update(layer_items(f"{prefix}/1", model.get_layer(f"{name}_bn")))
+        return out
+
+
+def layer_items(prefix: str, layer: keras.layers.Layer) -> dict[str, keras.Variable]:
+    """``{prefix}/{attribute}`` -> variable for one weighted layer (Keras 2 attribute names)."""
+    return {f"{prefix}/{attr}": var for attr, var in variable_attributes(layer)}
 
 
 def get_feature_extractor(config: Any, hyperparams: ConvHyperparams) -> Any:
@@ -126,11 +199,105 @@ def get_feature_extractor(config: Any, hyperparams: ConvHyperparams) -> Any:
     return factory(config, hyperparams)
 
 
+# ---------------------------------------------------------------------------------- FPN extractors
+class FpnFeatureExtractor:
+    """What the SSD FPN feature extractors share (``KerasFpnTopDownFeatureMaps`` of the original).
+
+    A subclass provides ``name``, ``min_image_dim``, ``preprocess`` and :meth:`backbone` (a model
+    giving the bottom-up maps of levels 2..5). Levels ``min_level..min(max_level, 5)`` are merged top
+    down: the top one is a 1x1 projection with bias (no activation), every lower one is the 2x
+    nearest-neighbour upsampled map above plus a 1x1 projection (with bias) of the backbone map,
+    followed by a 3x3 conv block (separable with ``use_depthwise``). Levels above 5 are stride-2 3x3
+    conv blocks on the previous map. Checkpoint layout under ``model/_feature_extractor/``:
+    ``classification_backbone/layer_with_weights-N``, ``_fpn_features_generator/{top_layers/0,
+    residual_blocks/i/0, conv_layers/i/j}``, ``_coarse_feature_layers/i/j``.
+    """
+
+    name = "fpn"
+    min_image_dim = 33
+    backbone_name = "classification_backbone"
+    supports_depthwise = True
+
+    def __init__(self, config: Any, hyperparams: ConvHyperparams) -> None:
+        fpn = config["fpn"] if "fpn" in config else None
+        get = (lambda f, d: fpn.get(f, d)) if fpn is not None else (lambda f, d: d)
+        self.min_level = int(get("min_level", 3))
+        self.max_level = int(get("max_level", 7))
+        self.depth_multiplier = float(config.get("depth_multiplier", 1.0))
+        self.min_depth = int(config.get("min_depth", 0))
+        self.use_depthwise = bool(config.get("use_depthwise", False)) and self.supports_depthwise
+        self.override_base_hyperparams = bool(config.get("override_base_feature_extractor_hyperparams", False))
+        if self.depth_multiplier <= 0:
+            raise ConfigError(f"{self.name}: depth_multiplier must be positive, got {self.depth_multiplier}")
+        if bool(config.get("use_explicit_padding", False)):
+            raise ConfigError(f"{self.name}: use_explicit_padding is not supported")
+        if int(config.get("pad_to_multiple", 1)) not in (0, 1):
+            raise ConfigError(f"{self.name}: pad_to_multiple > 1 is not supported")
+        if not 2 <= self.min_level <= 5 or self.max_level < self.min_level:
+            raise ConfigError(f"{self.name}: fpn levels {self.min_level}-{self.max_level} are not valid (min in 2..5)")
+        self.depth = self.depth_of(int(get("additional_layer_depth", 256)))
+        self.hyperparams = hyperparams
+        self.base_max_level = min(self.max_level, 5)
+
+    def depth_of(self, channels: int) -> int:
+        """The original's ``depth_fn``: channels times the depth multiplier, at least ``min_depth``."""
+        return max(int(channels * self.depth_multiplier), self.min_depth)
+
+    def backbone(self) -> keras.Model:
+        """A model named :attr:`backbone_name` mapping images to the maps of levels 2, 3, 4 and 5."""
+        raise NotImplementedError
+
+    def build(self) -> keras.Model:
+        """Preprocessed images -> feature maps for levels ``min_level..max_level``."""
+        backbone = self.backbone()
+        inputs = keras.Input((None, None, 3), name="preprocessed_inputs")
+        feats = backbone(inputs)
+        feats = feats[self.min_level - 2:self.base_max_level - 1]
+        hp = self.hyperparams
+        n = len(feats)
+        top = keras.layers.Conv2D(self.depth, 1, padding="same", use_bias=True, name=f"fpn_top_{n}")(feats[-1])
+        outputs = [top]
+        for index, level in enumerate(reversed(range(n - 1))):
+            residual = keras.layers.Conv2D(
+                self.depth, 1, padding="same", use_bias=True, name=f"fpn_residual_{index}"
+            )(feats[level])
+            up = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"fpn_upsample_{index}")(outputs[-1])
+            merged = keras.layers.Add(name=f"fpn_add_{index}")([up, residual])
+            outputs.append(hp.conv_block(merged, self.depth, 3, 1, f"fpn_smooth_{index}", self.use_depthwise))
+        maps = list(reversed(outputs))
+        last = maps[-1]
+        for i in range(self.max_level - self.base_max_level):
+            last = hp.conv_block(last, self.depth, 3, 2, f"coarse_{i}", self.use_depthwise)
+            maps.append(last)
+        return keras.Model(inputs, maps, name=self.name)
+
+    def checkpoint_map(self, model: keras.Model) -> dict[str, keras.Variable]:
+        """Checkpoint keys relative to ``model/_feature_extractor/`` -> variables of ``model``."""
+        from .backbones import layers_with_weights
+
+        out: dict[str, keras.Variable] = {}
+        for n, layer in enumerate(layers_with_weights(model.get_layer(self.backbone_name))):
+            out.update(layer_items(f"{self.backbone_name}/layer_with_weights-{n}", layer))
+        gen = "_fpn_features_generator"
+        n_levels = self.base_max_level - self.min_level + 1
+        out.update(layer_items(f"{gen}/top_layers/0", model.get_layer(f"fpn_top_{n_levels}")))
+        hp = self.hyperparams
+        for index in range(n_levels - 1):
+            out.update(layer_items(f"{gen}/residual_blocks/{index}/0", model.get_layer(f"fpn_residual_{index}")))
+            out.update(hp.block_variables(model, f"{gen}/conv_layers/{index}", f"fpn_smooth_{index}"))
+        for i in range(self.max_level - self.base_max_level):
+            out.update(hp.block_variables(model, f"_coarse_feature_layers/{i}", f"coarse_{i}"))
+        return out
+
+
 # ---------------------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
 class BoxPredictorConfig:
-    """``weight_shared_convolutional_box_predictor`` fields."""
+    """``weight_shared_convolutional_box_predictor`` / ``convolutional_box_predictor`` fields (``kind``
+    says which; defaults are the weight-shared message's, :func:`_box_predictor_config` applies the
+    other message's own)."""
 
+    kind: str = WEIGHT_SHARED
     depth: int = 0
     num_layers_before_predictor: int = 0
     kernel_size: int = 3
@@ -140,6 +307,10 @@ class BoxPredictorConfig:
     use_depthwise: bool = False
     score_converter: str = "IDENTITY"
     hyperparams: ConvHyperparams = ConvHyperparams()
+    min_depth: int = 0
+    max_depth: int = 0
+    box_code_size: int = 4
+    apply_sigmoid_to_scores: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,11 +332,27 @@ class SsdConfig:
 
 def _box_predictor_config(msg: Any) -> BoxPredictorConfig:
     kind, bp = msg.oneof()
-    if kind != "weight_shared_convolutional_box_predictor":
+    hyperparams = ConvHyperparams.from_config(bp["conv_hyperparams"] if "conv_hyperparams" in bp else None)
+    if kind == CONVOLUTIONAL:
+        return BoxPredictorConfig(
+            kind=kind,
+            min_depth=int(bp.get("min_depth", 0)),
+            max_depth=int(bp.get("max_depth", 0)),
+            num_layers_before_predictor=int(bp.get("num_layers_before_predictor", 0)),
+            use_dropout=bool(bp.get("use_dropout", True)),
+            kernel_size=int(bp.get("kernel_size", 1)),
+            box_code_size=int(bp.get("box_code_size", 4)),
+            apply_sigmoid_to_scores=bool(bp.get("apply_sigmoid_to_scores", False)),
+            class_prediction_bias_init=float(bp.get("class_prediction_bias_init", 0.0)),
+            use_depthwise=bool(bp.get("use_depthwise", False)),
+            hyperparams=hyperparams,
+        )
+    if kind != WEIGHT_SHARED:
         raise UnsupportedModelError(
-            f"SSD box predictor {kind!r} has no Keras implementation (weight_shared_convolutional_box_predictor has)"
+            f"SSD box predictor {kind!r} has no Keras implementation ({WEIGHT_SHARED} and {CONVOLUTIONAL} have)"
         )
     return BoxPredictorConfig(
+        kind=kind,
         depth=int(bp.get("depth", 0)),
         num_layers_before_predictor=int(bp.get("num_layers_before_predictor", 0)),
         kernel_size=int(bp.get("kernel_size", 3)),
@@ -174,7 +361,7 @@ def _box_predictor_config(msg: Any) -> BoxPredictorConfig:
         share_prediction_tower=bool(bp.get("share_prediction_tower", False)),
         use_depthwise=bool(bp.get("use_depthwise", False)),
         score_converter=str(bp.get("score_converter", "IDENTITY")).upper(),
-        hyperparams=ConvHyperparams.from_config(bp["conv_hyperparams"] if "conv_hyperparams" in bp else None),
+        hyperparams=hyperparams,
     )
 
 
@@ -208,66 +395,32 @@ def ssd_config(msg: Any, *, num_classes: int | None = None) -> SsdConfig:
     )
 
 
-# ---------------------------------------------------------------------------------- model
-class SSD:
-    """Feature extractor + weight-shared box predictor as one functional Keras model, with the
-    original's pre/post-processing."""
+# ---------------------------------------------------------------------------------- box predictors
+def _flatten(x: Any, width: int, name: str) -> Any:
+    return keras.layers.Reshape((-1, width), name=name)(x)
 
-    def __init__(
-        self,
-        config: SsdConfig,
-        feature_extractor: Any,
-        resizer: Resizer,
-        anchor_generator: Any,
-        box_coder: FasterRcnnBoxCoder,
-    ) -> None:
-        self.config = config
-        self.feature_extractor = feature_extractor
-        self.resizer = resizer
-        self.anchor_generator = anchor_generator
-        self.box_coder = box_coder
-        per_location = anchor_generator.num_anchors_per_location()
-        if len(set(per_location)) != 1:
+
+def _concat(parts: list[Any], name: str) -> Any:
+    return keras.layers.Concatenate(axis=1, name=name)(parts) if len(parts) > 1 else parts[0]
+
+
+class WeightSharedBoxPredictor:
+    """``weight_shared_convolutional_box_predictor``: box and class towers and heads whose convolutions
+    are shared by every level (BatchNorms are per level), as in RetinaNet."""
+
+    def __init__(self, config: SsdConfig, anchors_per_location: list[int], channels: list[int]) -> None:
+        if len(set(anchors_per_location)) != 1:
             raise ConfigError(
                 f"the weight-shared box predictor needs the same number of anchors per location on every level, "
-                f"got {per_location}"
+                f"got {anchors_per_location}"
             )
-        self.num_anchors_per_location = per_location[0]
-        self.backbone_model = feature_extractor.build()
-        inputs = keras.Input((None, None, 3), name="preprocessed_inputs")
-        features = self.backbone_model(inputs)
-        if not isinstance(features, (list, tuple)):
-            features = [features]
-        if len(features) != len(per_location):
-            raise ConfigError(
-                f"feature extractor gives {len(features)} feature maps but the anchor generator has "
-                f"{len(per_location)} levels"
-            )
-        channels = {int(f.shape[-1]) for f in features}
-        if len(channels) != 1:
-            raise ConfigError(f"feature maps with different channel counts {sorted(channels)} are not supported")
-        self.num_levels = len(features)
-        self._build_predictor_layers(channels.pop())
-        boxes, classes = self._apply_predictor(features)
-        outputs = {BOX_ENCODINGS: boxes, CLASS_PREDICTIONS: classes}
-        for i, f in enumerate(features):
-            outputs[f"feature_maps_{i}"] = f
-        self.keras_model = keras.Model(inputs, outputs, name="ssd")
-
-    # ------------------------------------------------------------------ box predictor
-    def _conv(self, filters: int, use_bias: bool, name: str, bias_init: float | None = None) -> keras.layers.Layer:
-        bp = self.config.box_predictor
-        kwargs: dict[str, Any] = {"padding": "same", "use_bias": use_bias, "name": name}
-        if bias_init is not None:
-            kwargs["bias_initializer"] = keras.initializers.Constant(bias_init)
-        if bp.use_depthwise:
-            return keras.layers.SeparableConv2D(filters, bp.kernel_size, **kwargs)
-        return keras.layers.Conv2D(filters, bp.kernel_size, **kwargs)
-
-    def _build_predictor_layers(self, channels: int) -> None:
-        bp = self.config.box_predictor
+        if len(set(channels)) != 1:
+            raise ConfigError(f"feature maps with different channel counts {sorted(set(channels))} are not supported")
+        self.config = config
+        self.num_levels = len(channels)
+        bp = config.box_predictor
         hp = bp.hyperparams
-        depth = bp.depth or channels
+        depth = bp.depth or channels[0]
         towers = ["PredictionTower"] if bp.share_prediction_tower else ["BoxPredictionTower", "ClassPredictionTower"]
         self.tower_convs = {
             scope: [self._conv(depth, hp.use_bias(False if hp.batch_norm else True), f"{scope}_conv{i}")
@@ -284,11 +437,21 @@ class SSD:
             ]
             for head in heads
         }
-        a = self.num_anchors_per_location
+        a = anchors_per_location[0]
         self.box_head = self._conv(a * FasterRcnnBoxCoder.code_size, True, "BoxPredictor")
         self.class_head = self._conv(
-            a * self.config.num_class_slots, True, "ClassPredictor", bias_init=bp.class_prediction_bias_init
+            a * config.num_class_slots, True, "ClassPredictor", bias_init=bp.class_prediction_bias_init
         )
+        self.class_heads = [self.class_head]
+
+    def _conv(self, filters: int, use_bias: bool, name: str, bias_init: float | None = None) -> keras.layers.Layer:
+        bp = self.config.box_predictor
+        kwargs: dict[str, Any] = {"padding": "same", "use_bias": use_bias, "name": name}
+        if bias_init is not None:
+            kwargs["bias_initializer"] = keras.initializers.Constant(bias_init)
+        if bp.use_depthwise:
+            return keras.layers.SeparableConv2D(filters, bp.kernel_size, **kwargs)
+        return keras.layers.Conv2D(filters, bp.kernel_size, **kwargs)
 
     def _tower(self, x: Any, scope: str, head: str, level: int) -> Any:
         hp = self.config.box_predictor.hyperparams
@@ -300,14 +463,14 @@ class SSD:
             x = act(x) if act is not None else x
         return x
 
-    def _apply_predictor(self, features: list[Any]) -> tuple[Any, Any]:
+    def __call__(self, features: list[Any]) -> tuple[Any, Any]:
+        """Feature maps -> (box encodings ``[B, N, 4]``, class logits ``[B, N, classes + 1]``)."""
         bp = self.config.box_predictor
         box_scope = "PredictionTower" if bp.share_prediction_tower else "BoxPredictionTower"
         boxes, classes = [], []
         for level, feature in enumerate(features):
             box_feature = self._tower(feature, box_scope, BOX_ENCODINGS, level)
-            encoded = self.box_head(box_feature)
-            boxes.append(keras.layers.Reshape((-1, FasterRcnnBoxCoder.code_size), name=f"box_flat_{level}")(encoded))
+            boxes.append(_flatten(self.box_head(box_feature), FasterRcnnBoxCoder.code_size, f"box_flat_{level}"))
             if bp.share_prediction_tower:
                 class_feature = box_feature
             else:
@@ -315,10 +478,145 @@ class SSD:
             logits = self.class_head(class_feature)
             if bp.score_converter == "SIGMOID":
                 logits = keras.layers.Activation("sigmoid", name=f"class_sigmoid_{level}")(logits)
-            classes.append(keras.layers.Reshape((-1, self.config.num_class_slots), name=f"class_flat_{level}")(logits))
-        box_out = keras.layers.Concatenate(axis=1, name=BOX_ENCODINGS)(boxes) if len(boxes) > 1 else boxes[0]
-        cls_out = keras.layers.Concatenate(axis=1, name=CLASS_PREDICTIONS)(classes) if len(classes) > 1 else classes[0]
-        return box_out, cls_out
+            classes.append(_flatten(logits, self.config.num_class_slots, f"class_flat_{level}"))
+        return _concat(boxes, BOX_ENCODINGS), _concat(classes, CLASS_PREDICTIONS)
+
+    def checkpoint_map(self) -> dict[str, keras.Variable]:
+        """Checkpoint keys (full, under ``model/_box_predictor/``) -> variables."""
+        out: dict[str, keras.Variable] = {}
+        for scope, convs in self.tower_convs.items():
+            for i, conv in enumerate(convs):
+                out.update(layer_items(f"{_BP_PREFIX}_head_scope_conv_layers/{scope}/{i}", conv))
+        for head, levels in self.tower_bns.items():
+            for level, bns in enumerate(levels):
+                for i, bn in enumerate(bns):
+                    out.update(layer_items(f"{_BP_PREFIX}_base_tower_layers_for_heads/{head}/{level}/{3 * i + 1}", bn))
+        out.update(layer_items(f"{_BP_PREFIX}_box_prediction_head/_box_encoder_layers/0", self.box_head))
+        out.update(self.class_head_items())
+        return out
+
+    def class_head_items(self) -> dict[str, keras.Variable]:
+        """The class predictor's checkpoint entries."""
+        index = 1 if self.config.box_predictor.use_dropout else 0
+        return layer_items(f"{_BP_PREFIX}_prediction_heads/{CLASS_PREDICTIONS}/_class_predictor_layers/{index}",
+                            self.class_head)
+
+
+class ConvolutionalBoxPredictor:
+    """``convolutional_box_predictor`` (the original SSD's): every level has its own box and class
+    convolutions (``kernel_size``, 'same' padding, with bias); dropout before the class conv is the
+    identity at inference but shifts its checkpoint index."""
+
+    def __init__(self, config: SsdConfig, anchors_per_location: list[int], channels: list[int]) -> None:
+        bp = config.box_predictor
+        if len(anchors_per_location) != len(channels):
+            raise ConfigError(f"{len(channels)} feature maps but anchors for {len(anchors_per_location)} levels")
+        if bp.use_depthwise:
+            raise UnsupportedModelError(f"{CONVOLUTIONAL} with use_depthwise has no Keras implementation")
+        tower_depths = [max(min(c, bp.max_depth), bp.min_depth) for c in channels]
+        if bp.num_layers_before_predictor > 0 and any(d > 0 for d in tower_depths):
+            raise UnsupportedModelError(
+                f"{CONVOLUTIONAL} with layers before the predictor (num_layers_before_predictor "
+                f"{bp.num_layers_before_predictor}, depths {tower_depths}) has no Keras implementation"
+            )
+        if bp.box_code_size != FasterRcnnBoxCoder.code_size:
+            raise ConfigError(
+                f"{CONVOLUTIONAL}.box_code_size is {bp.box_code_size} but the box coder's code size is "
+                f"{FasterRcnnBoxCoder.code_size}"
+            )
+        self.config = config
+        self.box_heads = [
+            keras.layers.Conv2D(a * bp.box_code_size, bp.kernel_size, padding="same", name=f"BoxEncodingPredictor_{i}")
+            for i, a in enumerate(anchors_per_location)
+        ]
+        self.class_heads = [
+            keras.layers.Conv2D(
+                a * config.num_class_slots, bp.kernel_size, padding="same", name=f"ClassPredictor_{i}",
+                bias_initializer=keras.initializers.Constant(bp.class_prediction_bias_init),
+            )
+            for i, a in enumerate(anchors_per_location)
+        ]
+        self.class_head = self.class_heads[0]
+
+    def __call__(self, features: list[Any]) -> tuple[Any, Any]:
+        """Feature maps -> (box encodings ``[B, N, 4]``, class logits ``[B, N, classes + 1]``)."""
+        boxes, classes = [], []
+        for level, feature in enumerate(features):
+            boxes.append(_flatten(self.box_heads[level](feature), self.config.box_predictor.box_code_size,
+                                  f"box_flat_{level}"))
+            logits = self.class_heads[level](feature)
+            if self.config.box_predictor.apply_sigmoid_to_scores:
+                logits = keras.layers.Activation("sigmoid", name=f"class_sigmoid_{level}")(logits)
+            classes.append(_flatten(logits, self.config.num_class_slots, f"class_flat_{level}"))
+        return _concat(boxes, BOX_ENCODINGS), _concat(classes, CLASS_PREDICTIONS)
+
+    def checkpoint_map(self) -> dict[str, keras.Variable]:
+        """Checkpoint keys (full, under ``model/_box_predictor/``) -> variables."""
+        out: dict[str, keras.Variable] = {}
+        for level, head in enumerate(self.box_heads):
+            out.update(layer_items(f"{_BP_PREFIX}_prediction_heads/{BOX_ENCODINGS}/{level}/_box_encoder_layers/0", head))
+        out.update(self.class_head_items())
+        return out
+
+    def class_head_items(self) -> dict[str, keras.Variable]:
+        """The class predictors' checkpoint entries."""
+        index = 1 if self.config.box_predictor.use_dropout else 0
+        out: dict[str, keras.Variable] = {}
+        for level, head in enumerate(self.class_heads):
+            prefix = f"{_BP_PREFIX}_prediction_heads/{CLASS_PREDICTIONS}/{level}/_class_predictor_layers/{index}"
+            out.update(layer_items(prefix, head))
+        return out
+
+
+BOX_PREDICTORS: dict[str, Callable[..., Any]] = {
+    WEIGHT_SHARED: WeightSharedBoxPredictor,
+    CONVOLUTIONAL: ConvolutionalBoxPredictor,
+}
+
+
+# ---------------------------------------------------------------------------------- model
+class SSD:
+    """Feature extractor + box predictor as one functional Keras model, with the original's
+    pre/post-processing."""
+
+    def __init__(
+        self,
+        config: SsdConfig,
+        feature_extractor: Any,
+        resizer: Resizer,
+        anchor_generator: Any,
+        box_coder: FasterRcnnBoxCoder,
+    ) -> None:
+        self.config = config
+        self.feature_extractor = feature_extractor
+        self.resizer = resizer
+        self.anchor_generator = anchor_generator
+        self.box_coder = box_coder
+        self.num_anchors_per_location = anchor_generator.num_anchors_per_location()
+        self.backbone_model = feature_extractor.build()
+        inputs = keras.Input((None, None, 3), name="preprocessed_inputs")
+        features = self.backbone_model(inputs)
+        if not isinstance(features, (list, tuple)):
+            features = [features]
+        if len(features) != len(self.num_anchors_per_location):
+            raise ConfigError(
+                f"feature extractor gives {len(features)} feature maps but the anchor generator has "
+                f"{len(self.num_anchors_per_location)} levels"
+            )
+        self.num_levels = len(features)
+        self.box_predictor = BOX_PREDICTORS[config.box_predictor.kind](
+            config, self.num_anchors_per_location, [int(f.shape[-1]) for f in features]
+        )
+        boxes, classes = self.box_predictor(features)
+        outputs = {BOX_ENCODINGS: boxes, CLASS_PREDICTIONS: classes}
+        for i, f in enumerate(features):
+            outputs[f"feature_maps_{i}"] = f
+        self.keras_model = keras.Model(inputs, outputs, name="ssd")
+
+    @property
+    def class_head(self) -> keras.layers.Layer:
+        """The (first level's) class predictor convolution."""
+        return self.box_predictor.class_head
 
     # ------------------------------------------------------------------ checkpoint
     @property
@@ -328,28 +626,12 @@ class SSD:
     def checkpoint_map(self) -> dict[str, keras.Variable]:
         """Full checkpoint key (no ``/.ATTRIBUTES/VARIABLE_VALUE``) -> variable, for every variable."""
         out = {_FE_PREFIX + k: v for k, v in self.feature_extractor.checkpoint_map(self.backbone_model).items()}
-        for scope, convs in self.tower_convs.items():
-            for i, conv in enumerate(convs):
-                for attr, var in variable_attributes(conv):
-                    out[f"{_BP_PREFIX}_head_scope_conv_layers/{scope}/{i}/{attr}"] = var
-        for head, levels in self.tower_bns.items():
-            for level, bns in enumerate(levels):
-                for i, bn in enumerate(bns):
-                    for attr, var in variable_attributes(bn):
-                        out[f"{_BP_PREFIX}_base_tower_layers_for_heads/{head}/{level}/{3 * i + 1}/{attr}"] = var
-        for attr, var in variable_attributes(self.box_head):
-            out[f"{_BP_PREFIX}_box_prediction_head/_box_encoder_layers/0/{attr}"] = var
-        out.update(self._class_head_items())
+        out.update(self.box_predictor.checkpoint_map())
         return out
-
-    def _class_head_items(self) -> list[tuple[str, keras.Variable]]:
-        index = 1 if self.config.box_predictor.use_dropout else 0
-        prefix = f"{_BP_PREFIX}_prediction_heads/{CLASS_PREDICTIONS}/_class_predictor_layers/{index}"
-        return [(f"{prefix}/{attr}", var) for attr, var in variable_attributes(self.class_head)]
 
     def class_dependent_keys(self) -> list[str]:
         """Checkpoint keys whose shape depends on the number of classes (the class predictor)."""
-        return [key for key, var in self._class_head_items() if not key.endswith("depthwise_kernel")]
+        return [key for key in self.box_predictor.class_head_items() if not key.endswith("depthwise_kernel")]
 
     # ------------------------------------------------------------------ the three stages
     def preprocess(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

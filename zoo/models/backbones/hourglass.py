@@ -1,9 +1,10 @@
-"""Hourglass-104 (stacked hourglass, two stacks) CenterNet backbone in Keras 3.
+"""Hourglass CenterNet backbones in Keras 3: Hourglass-104 (two stacks) and the one-stack 10/20/32/52.
 
-The network follows the original CenterNet/ExtremeNet Hourglass-104: a stride-4 input stem (7x7
-conv + strided residual block), then two hourglass (encoder-decoder) stacks joined by 1x1
+The network follows the original CenterNet/ExtremeNet Hourglass: a stride-4 input stem (7x7
+conv + strided residual block), then hourglass (encoder-decoder) stacks joined by 1x1
 "intermediate" convolutions and a residual block. Each stack ends in a 3x3 conv block whose output
-is one feature map for the CenterNet heads, so ``build()`` returns a list of two stride-4 maps.
+is one feature map for the CenterNet heads, so ``build()`` returns one stride-4 map per stack
+(two for Hourglass-104).
 
 Every weighted layer is named after its attribute path in the original object graph with ``.`` for
 ``/`` (e.g. ``hourglass_network.0.encoder_block2.0.skip.conv``), so the checkpoint key of each
@@ -19,12 +20,12 @@ import keras
 import tensorflow as tf
 
 from ..layers import channel_normalize, feature_extractor_options, variable_attributes
-from . import register_backbone
+from . import BackboneFactory, register_backbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...pipeline_config import Message
 
-__all__ = ["HourglassSpec", "HOURGLASS_104", "HourglassBackbone", "build_hourglass"]
+__all__ = ["HOURGLASS_104", "HOURGLASS_SPECS", "HourglassBackbone", "HourglassSpec", "build_hourglass"]
 
 _BN_EPSILON = 1e-5
 _BN_MOMENTUM = 0.1  # as the original sets it (Keras convention: weight of the old moving value)
@@ -55,11 +56,27 @@ HOURGLASS_104 = HourglassSpec(
 )
 
 
+def _single_stack(input_channels: int, stage_channels: tuple[int, ...], blocks: tuple[int, ...]) -> HourglassSpec:
+    return HourglassSpec(
+        channel_dims=(input_channels, *stage_channels),
+        blocks_per_stage=blocks,
+        num_stages=len(stage_channels) - 1,
+        num_hourglasses=1,
+    )
+
+
+# feature_extractor type -> network, with the base widths the original extractor uses for each.
+HOURGLASS_SPECS: dict[str, HourglassSpec] = {
+    "hourglass_104": HOURGLASS_104,
+    "hourglass_10": _single_stack(32, (64, 64), (1, 1)),
+    "hourglass_20": _single_stack(48, (96, 96, 144), (1, 2, 2)),
+    "hourglass_32": _single_stack(48, (96, 96, 144, 144), (2, 2, 2, 2)),
+    "hourglass_52": _single_stack(64, (128, 128, 192, 192, 192, 256), (2, 2, 2, 2, 2, 4)),
+}
+
+
 class _Builder:
     """Creates the functional graph; layer names encode the original attribute paths."""
-
-    def __init__(self) -> None:
-        self.count = 0
 
     @staticmethod
     def _name(path: str) -> str:
@@ -196,7 +213,7 @@ class HourglassBackbone:
         return mapping
 
 
-def _factory(spec: HourglassSpec, type_name: str):  # noqa: ANN202 - returns a BackboneFactory
+def _factory(spec: HourglassSpec, type_name: str) -> BackboneFactory:
     def factory(config: Message) -> HourglassBackbone:
         opts = feature_extractor_options(config)
         return HourglassBackbone(spec, opts["channel_means"], opts["channel_stds"], opts["bgr_ordering"],
@@ -204,4 +221,5 @@ def _factory(spec: HourglassSpec, type_name: str):  # noqa: ANN202 - returns a B
     return factory
 
 
-register_backbone("hourglass_104", _factory(HOURGLASS_104, "hourglass_104"))
+for _type, _spec in HOURGLASS_SPECS.items():
+    register_backbone(_type, _factory(_spec, _type))

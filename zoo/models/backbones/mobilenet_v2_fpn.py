@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 
 from ..layers import channel_normalize, feature_extractor_options, make_divisible, variable_attributes
-from . import layers_with_weights, register_backbone
+from . import BackboneFactory, layers_with_weights, register_backbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...pipeline_config import Message
@@ -164,7 +164,7 @@ class MobileNetV2FPNBackbone:
         return mapping
 
 
-def _factory(always_separable: bool, type_name: str):  # noqa: ANN202 - returns a BackboneFactory
+def _factory(always_separable: bool, type_name: str) -> BackboneFactory:
     def factory(config: Message) -> MobileNetV2FPNBackbone:
         opts = feature_extractor_options(config)
         separable = always_separable or opts["use_separable_conv"] or opts["use_depthwise"]

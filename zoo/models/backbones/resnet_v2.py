@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from ..layers import channel_normalize, feature_extractor_options, variable_attributes
-from . import layers_with_weights, register_backbone
+from . import BackboneFactory, layers_with_weights, register_backbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...pipeline_config import Message
@@ -86,7 +86,7 @@ class ResNetV2Backbone:
         return mapping
 
 
-def _factory(resnet_type: str):  # noqa: ANN202 - returns a BackboneFactory
+def _factory(resnet_type: str) -> BackboneFactory:
     def factory(config: Message) -> ResNetV2Backbone:
         opts = feature_extractor_options(config)
         return ResNetV2Backbone(resnet_type, opts["channel_means"], opts["channel_stds"], opts["bgr_ordering"])

@@ -1,0 +1,235 @@
+"""Faster R-CNN ResNet50 V1 640x640 in Keras 3 against the original TF2 OD API.
+
+A checkpoint is synthesized from the zoo manifest (seed 0 + the fixture overrides) and restored
+strictly; one forward pass on ``inputs/A.png`` is compared with ``reference.npz``.
+
+Each stage is compared on the reference's own inputs to that stage, so float noise cannot cascade:
+the first stage within 1e-4 relative L2; the second stage run on the reference proposals within
+1e-4; ``postprocess`` run on the reference predictions gives the reference detections exactly. The
+end-to-end path is checked too, with tolerances that allow for what 1e-5 of backbone noise does
+downstream: a near-tie between two proposals' objectness (1 ulp apart in the reference) may swap
+their order, and proposal corners move by ~0.01 px.
+"""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
+from PIL import Image
+
+from zoo.checkpoint import restore
+from zoo.errors import CheckpointMismatchError, UnsupportedModelError
+from zoo.models.faster_rcnn import FasterRCNN, build_faster_rcnn
+from zoo.models.nms import NmsConfig
+from zoo.models.preprocess import Resizer
+from zoo.pipeline_config import load, model_config
+
+NAME = "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8"
+FIRST_STAGE_KEYS = (
+    "rpn_box_predictor_features_0", "rpn_features_to_crop_0", "feature_maps_0", "rpn_box_encodings",
+    "rpn_objectness_predictions_with_background", "anchors", "image_shape",
+)
+
+
+def _build(name: str = NAME, **kw) -> FasterRCNN:
+    arch, msg = model_config(load(CONFIGS / name / "pipeline.config"))
+    assert arch == "faster_rcnn"
+    return build_faster_rcnn(msg, **kw)
+
+
+def _image() -> np.ndarray:
+    return np.asarray(Image.open(INPUT_IMAGE).convert("RGB"))[np.newaxis]
+
+
+def _rel(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got.astype(np.float64) - want) / max(np.linalg.norm(want.astype(np.float64)), 1e-12))
+
+
+def _check(ref: dict[str, np.ndarray], key: str, got: np.ndarray, tol: float = 1e-4) -> None:
+    got = np.asarray(got)
+    if key in ref:
+        assert got.shape == ref[key].shape, key
+        assert _rel(got, ref[key]) < tol, f"{key}: relative L2 {_rel(got, ref[key]):.2e}"
+    else:  # large arrays are stored as a sample plus exact sums
+        assert tuple(ref[f"{key}__shape"]) == got.shape, key
+        sample = got.ravel()[ref[f"{key}__sample_idx"]]
+        assert _rel(sample, ref[f"{key}__sample_val"]) < tol, f"{key}: sample relative L2 {_rel(sample, ref[f'{key}__sample_val']):.2e}"
+        norm = np.sqrt(float(ref[f"{key}__sumsq"]))
+        assert abs(np.linalg.norm(got.astype(np.float64)) - norm) <= tol * norm, key
+        assert abs(got.astype(np.float64).sum() - float(ref[f"{key}__sum"])) <= tol * np.sqrt(got.size) * norm, key
+
+
+class Run:
+    """The model, its restore report, one forward pass, and the reference."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        self.model = _build()
+        self.report = restore(self.model.checkpoint_map(), checkpoint, model_variables=self.model.keras_model.weights)
+        self.preprocessed, self.true_shapes = self.model.preprocess(tf.constant(_image()))
+        self.predictions = self.model.predict(self.preprocessed, self.true_shapes)
+        self.detections = {k: v.numpy() for k, v in self.model.postprocess(self.predictions, self.true_shapes).items()}
+        ref = np.load(FIXTURES / NAME / "reference.npz")
+        self.reference = {k: ref[k] for k in ref.files}
+
+    def flat_prediction(self, key: str) -> np.ndarray:
+        name, _, index = key.rpartition("_")
+        if name in self.predictions and isinstance(self.predictions[name], list):
+            return self.predictions[name][int(index)].numpy()
+        return np.asarray(self.predictions[key])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp(NAME)
+    subprocess.run(
+        [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{NAME}.json"), str(folder),
+         "--seed", "0", "--overrides", str(FIXTURES / NAME / "overrides.npz")],
+        check=True, capture_output=True,
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(checkpoint: Path) -> Run:
+    return Run(checkpoint)
+
+
+def test_strict_restore_consumes_every_key(run: Run) -> None:
+    assert run.report.ok and run.report.assigned
+    stored = tf.train.load_checkpoint(str(run.checkpoint / "ckpt-0")).get_variable_to_shape_map()
+    assert len(run.report.matched) == len(stored) - 2  # minus the object graph and save_counter
+    assert len(run.model.checkpoint_map()) == len(run.report.matched) == len(run.model.keras_model.weights)
+
+
+def test_preprocessing_matches(run: Run) -> None:
+    np.testing.assert_array_equal(run.true_shapes.numpy(), run.reference["true_image_shapes"])
+    _check(run.reference, "preprocessed_inputs", run.preprocessed.numpy(), tol=1e-6)
+    # resized first, normalized second: the zero padding below the image becomes -mean
+    np.testing.assert_allclose(run.preprocessed.numpy()[0, 600, 10], [-123.68, -116.779, -103.939], rtol=1e-6)
+
+
+def test_first_stage_matches(run: Run) -> None:
+    for key in FIRST_STAGE_KEYS:
+        _check(run.reference, f"predict/{key}", run.flat_prediction(key))
+
+
+def test_proposals_match(run: Run) -> None:
+    ref = run.reference
+    np.testing.assert_array_equal(run.predictions["num_proposals"].numpy(), ref["predict/num_proposals"])
+    num = int(ref["predict/num_proposals"][0])
+    ours, theirs = run.predictions["proposal_boxes"].numpy()[0], ref["predict/proposal_boxes"][0]
+    in_place = np.abs(ours - theirs).max(axis=1) < 0.05  # pixels
+    assert in_place.mean() > 0.97, f"{np.flatnonzero(~in_place)}"
+    distance = np.abs(ours[:num, None] - theirs[None, :num]).max(axis=2)
+    assert distance.min(axis=0).max() < 0.05 and distance.min(axis=1).max() < 0.05  # same set
+    assert not ours[num:].any() and not theirs[num:].any()  # zero padding past num_proposals
+    _check(ref, "predict/proposal_boxes_normalized", run.predictions["proposal_boxes_normalized"].numpy(), tol=1e-3)
+
+
+def test_second_stage_on_reference_proposals(run: Run) -> None:
+    ref = run.reference
+    second = run.model.box_prediction(
+        run.predictions["rpn_features_to_crop"][0], tf.constant(ref["predict/proposal_boxes_normalized"]),
+        run.predictions["image_shape"],
+    )
+    for key in ("refined_box_encodings", "class_predictions_with_background", "box_classifier_features", "proposal_boxes"):
+        _check(ref, f"predict/{key}", second[key].numpy())
+
+
+def test_postprocess_on_reference_predictions_is_exact(run: Run) -> None:
+    ref = run.reference
+    predictions = {
+        key: tf.constant(ref[f"predict/{key}"])
+        for key in ("refined_box_encodings", "class_predictions_with_background", "proposal_boxes", "num_proposals",
+                    "image_shape")
+    }
+    det = {k: v.numpy() for k, v in run.model.postprocess(predictions, tf.constant(ref["true_image_shapes"])).items()}
+    assert set(det) == {k.split("/", 1)[1] for k in ref if k.startswith("postprocess/")}
+    np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])
+    np.testing.assert_array_equal(det["detection_classes"], ref["postprocess/detection_classes"])
+    np.testing.assert_array_equal(det["detection_anchor_indices"], ref["postprocess/detection_anchor_indices"])
+    np.testing.assert_allclose(det["detection_scores"], ref["postprocess/detection_scores"], atol=1e-6)
+    np.testing.assert_allclose(det["detection_boxes"], ref["postprocess/detection_boxes"], atol=1e-6)
+    for key in ("raw_detection_boxes", "raw_detection_scores", "detection_multiclass_scores"):
+        _check(ref, f"postprocess/{key}", det[key], tol=1e-6)
+
+
+def test_end_to_end_detections_match(run: Run) -> None:
+    ref, det = run.reference, run.detections
+    np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])
+    num = int(ref["postprocess/num_detections"][0])
+    found = 0
+    for box, score, cls in zip(ref["postprocess/detection_boxes"][0, :num], ref["postprocess/detection_scores"][0, :num],
+                               ref["postprocess/detection_classes"][0, :num]):
+        same = (det["detection_classes"][0, :num] == cls) & (np.abs(det["detection_boxes"][0, :num] - box).max(axis=1) < 1e-3)
+        if same.any():
+            assert np.abs(det["detection_scores"][0, :num][same] - score).min() < 1e-3
+            found += 1
+        else:
+            assert score < 0.1, f"reference detection (class {cls}, score {score}) missing"
+    assert found >= 0.98 * num
+    top = slice(0, 20)  # well separated scores: identical order
+    np.testing.assert_array_equal(det["detection_classes"][0, top], ref["postprocess/detection_classes"][0, top])
+    np.testing.assert_allclose(det["detection_scores"][0, top], ref["postprocess/detection_scores"][0, top], atol=1e-3)
+
+
+def test_class_dependent_keys_and_other_class_counts(checkpoint: Path) -> None:
+    other = _build(num_classes=20)
+    assert other.class_head.kernel.shape == (2048, 21)
+    keys = other.class_dependent_keys()
+    assert keys == [
+        "model/_mask_rcnn_box_predictor/_class_prediction_head/_class_predictor_layers/1/kernel",
+        "model/_mask_rcnn_box_predictor/_class_prediction_head/_class_predictor_layers/1/bias",
+    ]  # boxes are shared across classes in this config
+    before = other.class_head.kernel.numpy().copy()
+    with pytest.raises(CheckpointMismatchError, match="shape mismatches"):
+        restore(other.checkpoint_map(), checkpoint, model_variables=other.keras_model.weights)
+    np.testing.assert_array_equal(before, other.class_head.kernel.numpy())
+    report = restore(other.checkpoint_map(), checkpoint, model_variables=other.keras_model.weights,
+                     skip={k: "class count differs" for k in keys})
+    assert report.ok and len(report.skipped) == 2
+
+
+def test_graph_mode_dynamic_batch_and_size(checkpoint: Path) -> None:
+    """Traced once for any batch and image size (as the keras backend runs it); images stay independent."""
+    base = _build()
+    config = dataclasses.replace(
+        base.config,
+        first_stage_nms=NmsConfig(0.0, 0.7, 16, 16, change_coordinate_frame=False),
+        second_stage_nms=NmsConfig(0.0, 0.6, 10, 10),
+    )
+    model = FasterRCNN(config, base.feature_extractor, Resizer("keep_aspect_ratio", 96, 128), base.anchor_generator)
+    restore(model.checkpoint_map(), checkpoint, model_variables=model.keras_model.weights)
+    fn = tf.function(model.__call__, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    image = _image()[:, ::4, ::4]
+    batch = np.concatenate([image, np.ascontiguousarray(image[:, :, ::-1])], axis=0)
+    out = {k: v.numpy() for k, v in fn(tf.constant(batch)).items()}
+    single = {k: v.numpy() for k, v in fn(tf.constant(image[:, :100])).items()}  # another size, batch of one
+    alone = {k: v.numpy() for k, v in fn(tf.constant(image)).items()}
+    assert len(fn._list_all_concrete_functions()) == 1
+    assert out["detection_boxes"].shape == (2, 10, 4) and single["detection_boxes"].shape == (1, 10, 4)
+    assert out["raw_detection_scores"].shape == (2, 16, 91)
+    np.testing.assert_allclose(out["detection_boxes"][0], alone["detection_boxes"][0], atol=1e-5)
+    np.testing.assert_array_equal(out["detection_classes"][0], alone["detection_classes"][0])
+    assert not np.allclose(out["detection_scores"][1], out["detection_scores"][0])
+    predictions = model.keras_model(model.preprocess(tf.constant(image))[0])  # keras_model runs predict
+    assert predictions["class_predictions_with_background"].shape == (16, 91)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", "faster_rcnn_inception_resnet_v2_keras"),
+        ("mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8", "Mask R-CNN"),
+    ],
+)
+def test_unsupported_models_say_what_to_do(name: str, message: str) -> None:
+    with pytest.raises(UnsupportedModelError, match=message):
+        _build(name)

@@ -1,0 +1,611 @@
+"""The Faster R-CNN meta-architecture in Keras 3 (ResNet V1 50/101/152), faithful to the TF2 OD API.
+
+:class:`FasterRCNN` has the interface of :class:`zoo.models.ssd.SSD`: ``keras_model``,
+``checkpoint_map()``, ``class_dependent_keys()``, ``num_classes`` and the three stages:
+
+* :meth:`FasterRCNN.preprocess` - the image resizer, *then* the extractor's channel-mean
+  subtraction (so the zero padding of a padded resize becomes ``-mean``);
+* :meth:`FasterRCNN.predict` - first stage: stride-16 features, a 3x3 RPN convolution (ReLU6) and
+  1x1 box / objectness heads over a grid of anchors; proposals: box decoding, softmax objectness,
+  NMS clipped to the true image (``first_stage_max_proposals``), normalized by the padded image;
+  second stage: bilinear crop-and-resize of every proposal to ``initial_crop_size``, max-pool, the
+  extractor's second half, average pool, and fully connected box / class heads;
+* :meth:`FasterRCNN.postprocess` - refined boxes decoded against the proposals, score conversion
+  (``SOFTMAX``), per-class NMS over the valid proposals, clipped to and expressed in the true image.
+
+Quirks of the original kept here: anchors are clipped to the (padded) network input; the proposal
+NMS clips to the true image while proposals are normalized by the padded input size; the RPN
+activation is ReLU6 whatever the hyperparameters say; the original's static-shape (TPU) settings
+only apply to training, so inference uses the dynamic NMS. ``use_matmul_crop_and_resize`` (the TPU
+configs) samples the points ``tf.image.crop_and_resize`` samples but interpolates each of the four
+neighbours that lies on the feature map, where the native op returns 0 for any point past the last
+row or column (a box edge at 1.0 can land a rounding error beyond it); it is computed here as the
+native op on the feature map padded by one zero row/column on every side.
+
+Feature extractors are looked up by ``feature_extractor.type`` (:data:`FEATURE_EXTRACTORS`). One
+provides ``preprocess(resized_images)``, ``build_proposal_model()`` (preprocessed images ->
+``rpn_features_to_crop``), ``build_box_classifier_model(crop_size)`` (pooled crops -> box
+classifier features), ``checkpoint_map(proposal_model, classifier_model)`` (keys relative to
+``model/``) and ``first_stage_features_stride``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..errors import ConfigError, UnsupportedModelError
+from .anchors import tile_anchors
+from .box_coders import FasterRcnnBoxCoder
+from .layers import variable_attributes
+from .nms import NmsConfig, batch_multiclass_nms, multiclass_nms, nms_config_from_config
+from .preprocess import Resizer, resize_batch, resizer_from_config
+from .ssd import ConvHyperparams
+
+__all__ = [
+    "FEATURE_EXTRACTORS",
+    "FasterRCNN",
+    "FasterRcnnConfig",
+    "GridAnchors",
+    "build_faster_rcnn",
+    "faster_rcnn_config",
+]
+
+# feature_extractor.type -> (module under zoo.models.backbones, factory name).
+FEATURE_EXTRACTORS: dict[str, tuple[str, str]] = {
+    f"faster_rcnn_resnet{d}_keras": ("faster_rcnn_resnet", f"faster_rcnn_resnet{d}_keras") for d in (50, 101, 152)
+}
+
+_PREFIX = "model/"
+_RPN_BOX = "_first_stage_box_predictor/_prediction_heads/box_encodings/0/_box_encoder_layers/0"
+_RPN_CLASS = "_first_stage_box_predictor/_prediction_heads/class_predictions_with_background/0/_class_predictor_layers/0"
+_RPN_CONV = "_first_stage_box_predictor_first_conv/layer_with_weights-0"
+_BOX_HEAD = "_mask_rcnn_box_predictor/_box_prediction_head/_box_encoder_layers"
+_CLASS_HEAD = "_mask_rcnn_box_predictor/_class_prediction_head/_class_predictor_layers"
+# The first stage's box coder (and the second stage's, which reuses it).
+_BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)
+
+
+def _f32(value: Any) -> float:
+    """A protobuf ``float`` field as Python reads it (float32 precision)."""
+    return float(np.float32(value))
+
+
+def _floats(msg: Any, field: str) -> list[float]:
+    flat: list[float] = []
+    for v in msg.all(field) if field in msg else []:
+        flat += [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)]
+    return flat
+
+
+# ---------------------------------------------------------------------------------- anchors
+class GridAnchors:
+    """``grid_anchor_generator``: one anchor set per feature-map cell, in absolute pixels.
+
+    Anchor ``(ratio_i, scale_j)`` at row ``r``, column ``c`` is centred at ``(r * stride_y + offset_y,
+    c * stride_x + offset_x)`` with size ``scale / sqrt(ratio) * base_h`` by ``scale * sqrt(ratio) *
+    base_w``; within a cell anchors run aspect-ratio major, scale minor (the original's meshgrid order).
+    """
+
+    def __init__(
+        self,
+        scales: Sequence[float] = (0.5, 1.0, 2.0),
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        base_anchor_size: Sequence[float] = (256.0, 256.0),
+        anchor_stride: Sequence[float] = (16.0, 16.0),
+        anchor_offset: Sequence[float] = (0.0, 0.0),
+    ) -> None:
+        if not scales or not aspect_ratios:
+            raise ConfigError("grid_anchor_generator needs at least one scale and one aspect ratio")
+        if any(a <= 0 for a in aspect_ratios) or any(s <= 0 for s in scales):
+            raise ConfigError(f"grid_anchor_generator scales {list(scales)} and aspect_ratios "
+                              f"{list(aspect_ratios)} must be positive")
+        self.scales = [float(s) for s in scales]
+        self.aspect_ratios = [float(a) for a in aspect_ratios]
+        self.base_anchor_size = [float(v) for v in base_anchor_size]
+        self.anchor_stride = [float(v) for v in anchor_stride]
+        self.anchor_offset = [float(v) for v in anchor_offset]
+
+    def num_anchors_per_location(self) -> int:
+        return len(self.scales) * len(self.aspect_ratios)
+
+    def generate(self, grid_height: Any, grid_width: Any) -> tf.Tensor:
+        """Anchors ``[grid_height * grid_width * A, 4]`` (ymin, xmin, ymax, xmax in pixels)."""
+        scales = [s for _ in self.aspect_ratios for s in self.scales]
+        ratios = [a for a in self.aspect_ratios for _ in self.scales]
+        return tile_anchors(grid_height, grid_width, scales, ratios, self.base_anchor_size, self.anchor_stride,
+                            self.anchor_offset)
+
+    @classmethod
+    def from_config(cls, anchor_generator: Any) -> GridAnchors:
+        """Build from a ``first_stage_anchor_generator`` message."""
+        kind, msg = anchor_generator.oneof()
+        if kind != "grid_anchor_generator":
+            raise ConfigError(f"first_stage_anchor_generator {kind!r} is not supported (grid_anchor_generator is)")
+        return cls(
+            scales=[_f32(s) for s in _floats(msg, "scales")] or [0.5, 1.0, 2.0],
+            aspect_ratios=[_f32(a) for a in _floats(msg, "aspect_ratios")] or [0.5, 1.0, 2.0],
+            base_anchor_size=(int(msg.get("height", 256)), int(msg.get("width", 256))),
+            anchor_stride=(int(msg.get("height_stride", 16)), int(msg.get("width_stride", 16))),
+            anchor_offset=(int(msg.get("height_offset", 0)), int(msg.get("width_offset", 0))),
+        )
+
+
+# ---------------------------------------------------------------------------------- config
+@dataclasses.dataclass(frozen=True)
+class FasterRcnnConfig:
+    """What the meta-architecture reads from ``model.faster_rcnn`` besides extractor, resizer, anchors."""
+
+    num_classes: int
+    rpn_depth: int = 512
+    rpn_kernel_size: int = 3
+    rpn_atrous_rate: int = 1
+    first_stage_nms: NmsConfig = dataclasses.field(
+        default_factory=lambda: NmsConfig(0.0, 0.7, 300, 300, change_coordinate_frame=False)
+    )
+    initial_crop_size: int = 14
+    maxpool_kernel_size: int = 0
+    maxpool_stride: int = 1
+    use_matmul_crop_and_resize: bool = False
+    share_box_across_classes: bool = False
+    use_dropout: bool = False
+    second_stage_nms: NmsConfig = dataclasses.field(default_factory=NmsConfig)
+    score_converter: str = "IDENTITY"
+    logit_scale: float = 1.0
+
+    @property
+    def max_proposals(self) -> int:
+        return self.first_stage_nms.max_total_size
+
+    @property
+    def num_box_outputs(self) -> int:
+        """Boxes refined per proposal: 1 when shared across classes, else one per class."""
+        return 1 if self.share_box_across_classes else self.num_classes
+
+
+def _no_batch_norm(hp: ConvHyperparams, field: str) -> None:
+    if hp.batch_norm:
+        raise UnsupportedModelError(f"faster_rcnn.{field} with batch_norm has no Keras implementation in odzoo")
+
+
+def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcnnConfig:
+    """Read a ``faster_rcnn`` message into a :class:`FasterRcnnConfig` (protobuf defaults for absent fields)."""
+    classes = int(num_classes if num_classes is not None else msg.get("num_classes", 0))
+    if classes <= 0:
+        raise ConfigError(f"faster_rcnn num_classes must be positive, got {classes}")
+    stages = int(msg.get("number_of_stages", 2))
+    if stages != 2:
+        raise UnsupportedModelError(f"faster_rcnn number_of_stages {stages} is not supported (2 is)")
+    rpn_hp = msg.get("first_stage_box_predictor_conv_hyperparams")
+    _no_batch_norm(ConvHyperparams.from_config(rpn_hp), "first_stage_box_predictor_conv_hyperparams")
+    iou = _f32(msg.get("first_stage_nms_iou_threshold", 0.7))
+    if not 0.0 <= iou <= 1.0:
+        raise ConfigError(f"first_stage_nms_iou_threshold must be in [0, 1], got {iou}")
+    max_proposals = int(msg.get("first_stage_max_proposals", 300))
+    crop = int(msg.get("initial_crop_size", 0))
+    if crop <= 0:
+        raise ConfigError("faster_rcnn initial_crop_size must be set to a positive crop size")
+    if "second_stage_box_predictor" not in msg:
+        raise ConfigError("faster_rcnn config has no second_stage_box_predictor block")
+    kind, bp = msg["second_stage_box_predictor"].oneof()
+    if kind != "mask_rcnn_box_predictor":
+        raise UnsupportedModelError(f"second stage box predictor {kind!r} has no Keras implementation "
+                                    "(mask_rcnn_box_predictor has)")
+    if bool(bp.get("predict_instance_masks", False)):
+        raise UnsupportedModelError("Mask R-CNN (predict_instance_masks) has no Keras implementation in odzoo; "
+                                    "load the model with backend='saved_model'")
+    _no_batch_norm(ConvHyperparams.from_config(bp.get("fc_hyperparams")),
+                   "second_stage_box_predictor.fc_hyperparams")
+    post = msg.get("second_stage_post_processing")
+    nms = (nms_config_from_config(post["batch_non_max_suppression"])
+           if post is not None and "batch_non_max_suppression" in post else NmsConfig())
+    score_converter = str(post.get("score_converter", "IDENTITY")).upper() if post is not None else "IDENTITY"
+    if score_converter not in ("IDENTITY", "SIGMOID", "SOFTMAX"):
+        raise ConfigError(f"second_stage_post_processing.score_converter {score_converter} is not supported")
+    logit_scale = _f32(post.get("logit_scale", 1.0)) if post is not None else 1.0
+    if logit_scale == 0:
+        raise ConfigError("second_stage_post_processing.logit_scale must be non-zero")
+    return FasterRcnnConfig(
+        num_classes=classes,
+        rpn_depth=int(msg.get("first_stage_box_predictor_depth", 512)),
+        rpn_kernel_size=int(msg.get("first_stage_box_predictor_kernel_size", 3)),
+        rpn_atrous_rate=int(msg.get("first_stage_atrous_rate", 1)),
+        first_stage_nms=NmsConfig(
+            score_thresh=_f32(msg.get("first_stage_nms_score_threshold", 0.0)),
+            iou_thresh=iou,
+            max_size_per_class=max_proposals,
+            max_total_size=max_proposals,
+            change_coordinate_frame=False,
+        ),
+        initial_crop_size=crop,
+        maxpool_kernel_size=int(msg.get("maxpool_kernel_size", 0)),
+        maxpool_stride=int(msg.get("maxpool_stride", 0)) or 1,
+        use_matmul_crop_and_resize=bool(msg.get("use_matmul_crop_and_resize", False)),
+        share_box_across_classes=bool(bp.get("share_box_across_classes", False)),
+        use_dropout=bool(bp.get("use_dropout", False)),
+        second_stage_nms=nms,
+        score_converter=score_converter,
+        logit_scale=logit_scale,
+    )
+
+
+def get_feature_extractor(config: Any) -> Any:
+    """The Faster R-CNN feature extractor for a ``feature_extractor`` message."""
+    kind = str(config.get("type", ""))
+    if kind not in FEATURE_EXTRACTORS:
+        raise UnsupportedModelError(
+            f"Faster R-CNN feature extractor {kind!r} has no Keras implementation (implemented: "
+            f"{', '.join(sorted(FEATURE_EXTRACTORS))}); load the model with backend='saved_model' to run "
+            "the archive's exported SavedModel instead"
+        )
+    stride = int(config.get("first_stage_features_stride", 16))
+    if stride != 16:
+        raise ConfigError(f"feature_extractor.first_stage_features_stride must be 16, got {stride}")
+    module, factory = FEATURE_EXTRACTORS[kind]
+    return getattr(importlib.import_module(f"{__package__}.backbones.{module}"), factory)(config)
+
+
+# ---------------------------------------------------------------------------------- keras wrapper
+class _TwoStageModel(keras.Model):
+    """Holds both stages' Keras models (so ``weights`` lists every variable); calling it runs ``predict``."""
+
+    def __init__(self, first_stage: keras.Model, second_stage: keras.Model, owner: FasterRCNN) -> None:
+        super().__init__(name="faster_rcnn")
+        self.first_stage = first_stage
+        self.second_stage = second_stage
+        self._owner_predict = owner.predict
+
+    def build(self, input_shape: Any = None) -> None:
+        self.built = True
+
+    def call(self, inputs: Any, training: bool = False) -> dict[str, Any]:
+        return self._owner_predict(inputs, training=training)
+
+
+# ---------------------------------------------------------------------------------- model
+class FasterRCNN:
+    """Two-stage detector: RPN + box classifier as Keras models, the original's pre/post-processing."""
+
+    def __init__(
+        self,
+        config: FasterRcnnConfig,
+        feature_extractor: Any,
+        resizer: Resizer,
+        anchor_generator: GridAnchors,
+        box_coder: FasterRcnnBoxCoder | None = None,
+    ) -> None:
+        self.config = config
+        self.feature_extractor = feature_extractor
+        self.resizer = resizer
+        self.anchor_generator = anchor_generator
+        self.box_coder = box_coder or FasterRcnnBoxCoder(_BOX_CODER_SCALES)
+        self.first_stage_model = self._build_first_stage()
+        self.second_stage_model = self._build_second_stage()
+        self.keras_model = _TwoStageModel(self.first_stage_model, self.second_stage_model, self)
+
+    # ------------------------------------------------------------------ networks
+    def _build_first_stage(self) -> keras.Model:
+        cfg = self.config
+        self.proposal_backbone = self.feature_extractor.build_proposal_model()
+        inputs = keras.Input((None, None, 3), name="preprocessed_inputs")
+        features = self.proposal_backbone(inputs)
+        self.rpn_conv = keras.layers.Conv2D(
+            cfg.rpn_depth, cfg.rpn_kernel_size, padding="same", dilation_rate=cfg.rpn_atrous_rate, name="RPNConv"
+        )
+        rpn_features = keras.layers.ReLU(6.0, name="RPNActivation")(self.rpn_conv(features))
+        a = self.anchor_generator.num_anchors_per_location()
+        self.rpn_box_head = keras.layers.Conv2D(a * 4, 1, padding="same", name="RPNBoxEncodingPredictor")
+        self.rpn_class_head = keras.layers.Conv2D(a * 2, 1, padding="same", name="RPNClassPredictor")
+        boxes = keras.layers.Reshape((-1, 4), name="rpn_box_encodings")(self.rpn_box_head(rpn_features))
+        objectness = keras.layers.Reshape((-1, 2), name="rpn_objectness")(self.rpn_class_head(rpn_features))
+        return keras.Model(
+            inputs,
+            {
+                "rpn_features_to_crop": features,
+                "rpn_box_predictor_features": rpn_features,
+                "rpn_box_encodings": boxes,
+                "rpn_objectness_predictions_with_background": objectness,
+            },
+            name="faster_rcnn_first_stage",
+        )
+
+    def _build_second_stage(self) -> keras.Model:
+        cfg = self.config
+        crop = cfg.initial_crop_size
+        channels = int(self.proposal_backbone.output.shape[-1])
+        inputs = keras.Input((crop, crop, channels), name="cropped_proposal_features")
+        x = inputs
+        if cfg.maxpool_kernel_size:
+            x = keras.layers.MaxPooling2D(cfg.maxpool_kernel_size, strides=cfg.maxpool_stride, name="MaxPool2D")(x)
+        pooled_size = int(x.shape[1])
+        self.classifier_backbone = self.feature_extractor.build_box_classifier_model(pooled_size)
+        features = self.classifier_backbone(x)
+        flat = keras.layers.GlobalAveragePooling2D(name="AvgPool")(features)
+        self.box_head = keras.layers.Dense(cfg.num_box_outputs * 4, name="BoxEncodingPredictor_dense")
+        self.class_head = keras.layers.Dense(cfg.num_classes + 1, name="ClassPredictor_dense")
+        boxes = keras.layers.Reshape((cfg.num_box_outputs, 4), name="refined_box_encodings")(self.box_head(flat))
+        return keras.Model(
+            inputs,
+            {
+                "box_classifier_features": features,
+                "refined_box_encodings": boxes,
+                "class_predictions_with_background": self.class_head(flat),
+            },
+            name="faster_rcnn_second_stage",
+        )
+
+    # ------------------------------------------------------------------ checkpoint
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def _head_items(self, scope: str, layer: keras.layers.Layer) -> list[tuple[str, keras.Variable]]:
+        index = 2 if self.config.use_dropout else 1  # after Flatten (and Dropout)
+        return [(f"{_PREFIX}{scope}/{index}/{attr}", var) for attr, var in variable_attributes(layer)]
+
+    def checkpoint_map(self) -> dict[str, keras.Variable]:
+        """Full checkpoint key (no ``/.ATTRIBUTES/VARIABLE_VALUE``) -> variable, for every variable."""
+        out = {
+            _PREFIX + k: v
+            for k, v in self.feature_extractor.checkpoint_map(self.proposal_backbone, self.classifier_backbone).items()
+        }
+        for scope, layer in ((_RPN_CONV, self.rpn_conv), (_RPN_BOX, self.rpn_box_head), (_RPN_CLASS, self.rpn_class_head)):
+            for attr, var in variable_attributes(layer):
+                out[f"{_PREFIX}{scope}/{attr}"] = var
+        out.update(self._head_items(_BOX_HEAD, self.box_head))
+        out.update(self._head_items(_CLASS_HEAD, self.class_head))
+        return out
+
+    def class_dependent_keys(self) -> list[str]:
+        """Checkpoint keys whose shape depends on the number of classes."""
+        keys = [k for k, _ in self._head_items(_CLASS_HEAD, self.class_head)]
+        if not self.config.share_box_across_classes:
+            keys += [k for k, _ in self._head_items(_BOX_HEAD, self.box_head)]
+        return keys
+
+    # ------------------------------------------------------------------ preprocessing
+    def preprocess(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """``[B,H,W,3]`` images (RGB 0..255) -> (network input, true shapes ``[B,3]``): resize, then normalize."""
+        resized, true_shapes = resize_batch(self.resizer, tf.cast(images, tf.float32))
+        return self.feature_extractor.preprocess(resized), true_shapes
+
+    # ------------------------------------------------------------------ first stage
+    def anchors(self, image_height: Any, image_width: Any, grid_height: Any, grid_width: Any) -> tf.Tensor:
+        """RPN anchors ``[N, 4]`` in pixels, clipped to the ``image_height`` x ``image_width`` input."""
+        anchors = self.anchor_generator.generate(grid_height, grid_width)
+        h = tf.cast(image_height, tf.float32)
+        w = tf.cast(image_width, tf.float32)
+        ymin, xmin, ymax, xmax = tf.unstack(anchors, axis=1)
+        # Anchor centres lie inside the input, so no clipped anchor has zero area (none is dropped).
+        return tf.stack(
+            [tf.clip_by_value(ymin, 0.0, h), tf.clip_by_value(xmin, 0.0, w),
+             tf.clip_by_value(ymax, 0.0, h), tf.clip_by_value(xmax, 0.0, w)],
+            axis=1,
+        )
+
+    def proposals(
+        self,
+        rpn_box_encodings: tf.Tensor,
+        rpn_objectness: tf.Tensor,
+        anchors: tf.Tensor,
+        image_shape: tf.Tensor,
+        true_image_shapes: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Proposals ``[B, max_proposals, 4]`` normalized by the input size, and their counts ``[B]``."""
+        decoded = self.box_coder.decode(rpn_box_encodings, anchors[tf.newaxis])
+        softmax = tf.nn.softmax(rpn_objectness)
+        boxes, _, _, _, num = batch_multiclass_nms(
+            decoded[:, :, tf.newaxis, :],
+            softmax[:, :, 1:2],
+            self.config.first_stage_nms,
+            clip_window=_clip_window(true_image_shapes),
+        )
+        h = tf.cast(image_shape[1], tf.float32)
+        w = tf.cast(image_shape[2], tf.float32)
+        normalized = boxes * tf.stack([1.0 / h, 1.0 / w, 1.0 / h, 1.0 / w])
+        return normalized, num
+
+    # ------------------------------------------------------------------ second stage
+    def crop_proposals(self, features: tf.Tensor, proposals_normalized: tf.Tensor) -> tf.Tensor:
+        """Bilinear crops ``[B * P, crop, crop, C]`` of ``features`` at the normalized proposals.
+
+        Box ``[y1, x1, y2, x2]`` samples ``crop`` points from ``y1 * (H - 1)`` to ``y2 * (H - 1)``
+        (likewise along x). With ``use_matmul_crop_and_resize`` a point between the last row and
+        one past it still blends the last row (see the module docstring).
+        """
+        batch = tf.shape(proposals_normalized)[0]
+        per_image = tf.shape(proposals_normalized)[1]
+        box_indices = tf.repeat(tf.range(batch), per_image)
+        size = self.config.initial_crop_size
+        boxes = tf.reshape(proposals_normalized, [-1, 4])
+        if self.config.use_matmul_crop_and_resize:
+            shape = tf.cast(tf.shape(features)[1:3], tf.float32)
+            last = tf.tile(shape - 1.0, [2])
+            padded_last = tf.tile(shape + 1.0, [2])
+            boxes = (boxes * last + 1.0) / padded_last  # same sample points, one-pixel zero border
+            features = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        return tf.image.crop_and_resize(features, boxes, box_indices, [size, size])
+
+    def predict(
+        self, preprocessed: tf.Tensor, true_image_shapes: tf.Tensor | None = None, training: bool = False
+    ) -> dict[str, Any]:
+        """Raw predictions as the original's ``predict`` (both stages).
+
+        ``true_image_shapes`` ``[B, 3]`` (from :meth:`preprocess`) bounds the proposals to the
+        unpadded image; without it the whole network input counts as image.
+        """
+        preprocessed = tf.convert_to_tensor(preprocessed, tf.float32)
+        image_shape = tf.shape(preprocessed)
+        if true_image_shapes is None:
+            true_image_shapes = tf.tile(image_shape[tf.newaxis, 1:], [image_shape[0], 1])
+        first = self.first_stage_model(preprocessed, training=training)
+        features = first["rpn_features_to_crop"]
+        feature_shape = tf.shape(features)
+        anchors = self.anchors(image_shape[1], image_shape[2], feature_shape[1], feature_shape[2])
+        proposals, num_proposals = self.proposals(
+            first["rpn_box_encodings"], first["rpn_objectness_predictions_with_background"], anchors,
+            image_shape, true_image_shapes,
+        )
+        return {
+            "preprocessed_inputs": preprocessed,
+            "rpn_box_predictor_features": [first["rpn_box_predictor_features"]],
+            "rpn_features_to_crop": [features],
+            "feature_maps": [features],
+            "image_shape": image_shape,
+            "rpn_box_encodings": first["rpn_box_encodings"],
+            "rpn_objectness_predictions_with_background": first["rpn_objectness_predictions_with_background"],
+            "anchors": anchors,
+            **self.box_prediction(features, proposals, image_shape, training=training),
+            "num_proposals": num_proposals,
+        }
+
+    def box_prediction(
+        self, features: tf.Tensor, proposals_normalized: tf.Tensor, image_shape: tf.Tensor, training: bool = False
+    ) -> dict[str, tf.Tensor]:
+        """The second stage on given proposals ``[B, P, 4]`` (normalized): refined box encodings
+        ``[B * P, q, 4]``, class logits ``[B * P, num_classes + 1]``, box classifier features, and
+        the proposals in pixels of the ``image_shape`` (``[B, H, W, C]``) input."""
+        second = self.second_stage_model(self.crop_proposals(features, proposals_normalized), training=training)
+        h = tf.cast(image_shape[1], tf.float32)
+        w = tf.cast(image_shape[2], tf.float32)
+        return {
+            "refined_box_encodings": second["refined_box_encodings"],
+            "class_predictions_with_background": second["class_predictions_with_background"],
+            "proposal_boxes": proposals_normalized * tf.stack([h, w, h, w]),
+            "box_classifier_features": second["box_classifier_features"],
+            "proposal_boxes_normalized": proposals_normalized,
+            "final_anchors": proposals_normalized,
+        }
+
+    # ------------------------------------------------------------------ postprocessing
+    def convert_scores(self, logits: tf.Tensor) -> tf.Tensor:
+        """The second-stage score converter (with ``logit_scale``)."""
+        scaled = tf.multiply(logits, 1.0 / self.config.logit_scale)
+        if self.config.score_converter == "SIGMOID":
+            return tf.sigmoid(scaled)
+        if self.config.score_converter == "SOFTMAX":
+            return tf.nn.softmax(scaled)
+        return scaled
+
+    def postprocess(self, predictions: dict[str, Any], true_image_shapes: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """Detections as the original's ``postprocess``: boxes normalized to the true image, 0-based classes."""
+        proposal_boxes = predictions["proposal_boxes"]
+        batch = tf.shape(proposal_boxes)[0]
+        num_proposals = self.config.max_proposals
+        if true_image_shapes is None:
+            image_shape = predictions["image_shape"]
+            true_image_shapes = tf.tile(image_shape[tf.newaxis, 1:], [batch, 1])
+        q = self.config.num_box_outputs
+        encodings = tf.reshape(predictions["refined_box_encodings"], [batch, num_proposals, q, 4])
+        logits = tf.reshape(predictions["class_predictions_with_background"], [batch, num_proposals, self.num_classes + 1])
+        decoded = self.box_coder.decode(encodings, proposal_boxes[:, :, tf.newaxis, :])
+        scores_with_background = self.convert_scores(logits)
+        scores = scores_with_background[:, :, 1:]
+        # Only the valid (unpadded) proposals take part in NMS: the others score below the threshold.
+        valid = tf.range(num_proposals)[tf.newaxis, :] < tf.reshape(predictions["num_proposals"], [-1, 1])
+        nms_config = self.config.second_stage_nms
+        nms_scores = tf.where(valid[:, :, tf.newaxis], scores, nms_config.score_thresh - 1.0)
+        proposal_indices = tf.cast(tf.tile(tf.range(num_proposals)[tf.newaxis], [batch, 1]), tf.float32)
+        extra = {"multiclass_scores": scores_with_background, "anchor_indices": proposal_indices}
+        window = _clip_window(true_image_shapes)
+        if q == 1:
+            boxes, det_scores, classes, nms_extra, num = batch_multiclass_nms(
+                decoded, nms_scores, nms_config, clip_window=window, additional_fields=extra
+            )
+            raw_boxes = decoded[:, :, 0, :]
+        else:
+            boxes, det_scores, classes, nms_extra, num = _class_specific_batch_nms(
+                decoded, nms_scores, nms_config, window, extra
+            )
+            best = tf.argmax(logits[:, :, 1:], axis=2, output_type=tf.int32)
+            raw_boxes = tf.gather(decoded, best, axis=2, batch_dims=2)
+        true = tf.cast(true_image_shapes, tf.float32)
+        scale = tf.stack([1.0 / true[:, 0], 1.0 / true[:, 1], 1.0 / true[:, 0], 1.0 / true[:, 1]], axis=1)
+        raw_normalized = tf.clip_by_value(raw_boxes * scale[:, tf.newaxis, :], 0.0, 1.0)
+        return {
+            "detection_boxes": boxes,
+            "detection_scores": det_scores,
+            "detection_classes": classes,
+            "detection_multiclass_scores": nms_extra["multiclass_scores"],
+            "detection_anchor_indices": tf.cast(nms_extra["anchor_indices"], tf.int32),
+            "num_detections": tf.cast(num, tf.float32),
+            "raw_detection_boxes": raw_normalized,
+            "raw_detection_scores": scores_with_background,
+        }
+
+    def __call__(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """preprocess -> predict -> postprocess on a ``[B,H,W,3]`` batch."""
+        preprocessed, true_shapes = self.preprocess(images)
+        return self.postprocess(self.predict(preprocessed, true_shapes), true_shapes)
+
+
+def _clip_window(true_image_shapes: tf.Tensor) -> tf.Tensor:
+    """``[B, 4]`` windows ``[0, 0, height, width]`` in pixels."""
+    true = tf.cast(true_image_shapes, tf.float32)
+    zeros = tf.zeros_like(true[:, 0])
+    return tf.stack([zeros, zeros, true[:, 0], true[:, 1]], axis=1)
+
+
+def _class_specific_batch_nms(
+    boxes: tf.Tensor, scores: tf.Tensor, config: NmsConfig, clip_window: tf.Tensor, additional_fields: dict[str, tf.Tensor]
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, dict[str, tf.Tensor], tf.Tensor]:
+    """Per-class NMS where every class has its own boxes (``boxes`` ``[B, N, C, 4]``).
+
+    Each class runs :func:`~zoo.models.nms.multiclass_nms` on its own boxes; the survivors of all
+    classes (class order) are merged by score and cut to ``max_total_size``, as in the original.
+    """
+    num_classes = int(scores.shape[2])
+    keys = sorted(additional_fields)
+    size = config.max_total_size
+
+    def one_image(args: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, ...]:
+        image_boxes, image_scores, window = args[:3]
+        extra = dict(zip(keys, args[3:]))
+        parts: dict[str, list[tf.Tensor]] = {}
+        for c in range(num_classes):
+            fields, _ = multiclass_nms(image_boxes[:, c], image_scores[:, c:c + 1], config, window, extra)
+            fields["classes"] = tf.fill(tf.shape(fields["scores"]), float(c))
+            for key, value in fields.items():
+                parts.setdefault(key, []).append(value)
+        merged = {k: tf.concat(v, 0) for k, v in parts.items()}
+        _, order = tf.math.top_k(merged["scores"], k=tf.shape(merged["scores"])[0], sorted=True)
+        count = tf.minimum(tf.shape(order)[0], size)
+        order = order[:count]
+        out = []
+        for key in ["boxes", "scores", "classes", *keys]:
+            value = tf.gather(merged[key], order)
+            pad = [[0, size - count]] + [[0, 0]] * (len(value.shape) - 1)
+            out.append(tf.pad(value, pad))
+        return (*out, count)
+
+    signature = (
+        tf.TensorSpec([size, 4], tf.float32),
+        tf.TensorSpec([size], tf.float32),
+        tf.TensorSpec([size], tf.float32),
+        *[tf.TensorSpec([size, *additional_fields[k].shape[2:]], additional_fields[k].dtype) for k in keys],
+        tf.TensorSpec([], tf.int32),
+    )
+    outputs = tf.map_fn(
+        one_image, (boxes, scores, clip_window, *[additional_fields[k] for k in keys]), fn_output_signature=signature
+    )
+    return outputs[0], outputs[1], outputs[2], {k: outputs[3 + i] for i, k in enumerate(keys)}, outputs[-1]
+
+
+def build_faster_rcnn(msg: Any, *, num_classes: int | None = None, **_: Any) -> FasterRCNN:
+    """A :class:`FasterRCNN` (weights freshly initialised) from the ``model.faster_rcnn`` message."""
+    for field in ("feature_extractor", "image_resizer", "first_stage_anchor_generator"):
+        if field not in msg:
+            raise ConfigError(f"faster_rcnn config has no {field} block")
+    config = faster_rcnn_config(msg, num_classes=num_classes)
+    extractor = get_feature_extractor(msg["feature_extractor"])
+    return FasterRCNN(
+        config,
+        extractor,
+        resizer_from_config(msg["image_resizer"]),
+        GridAnchors.from_config(msg["first_stage_anchor_generator"]),
+    )
