@@ -7,7 +7,7 @@ synthetic images from ``zoo.datasets.synthetic.make_shapes_dataset`` (training s
 on held-out images (seed 2), exported in the zoo layout and packed reproducibly. Every random choice
 is seeded, so a rerun on the same machine reproduces the weights up to floating-point noise.
 
-    python scripts/train_demo_shapes.py [--steps 1500] [--images 800] [--work DIR]
+    python scripts/train_demo_shapes.py [--steps 1400] [--images 800] [--work DIR]
 
 Writes ``zoo/assets/demo_shapes.tar.gz`` and ``zoo/assets/demo_shapes.json`` (sha256, size, how it
 was made, held-out COCO metrics).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shutil
 import sys
@@ -32,95 +33,95 @@ HELDOUT_SEED = 2
 IMAGE_SIZE = 256
 
 CONFIG = """\
-model {
-  center_net {
+model {{
+  center_net {{
     num_classes: 3
-    feature_extractor {
+    feature_extractor {{
       type: "mobilenet_v2_fpn_sep_conv"
       depth_multiplier: 0.35
       use_separable_conv: true
-    }
-    image_resizer {
-      keep_aspect_ratio_resizer {
+    }}
+    image_resizer {{
+      keep_aspect_ratio_resizer {{
         min_dimension: 256
         max_dimension: 256
         pad_to_max_dimension: true
-      }
-    }
-    object_detection_task {
+      }}
+    }}
+    object_detection_task {{
       task_loss_weight: 1.0
       offset_loss_weight: 1.0
       scale_loss_weight: 0.1
       box_head_num_filters: 64
-      localization_loss {
-        l1_localization_loss {
-        }
-      }
-    }
-    object_center_params {
+      localization_loss {{
+        l1_localization_loss {{
+        }}
+      }}
+    }}
+    object_center_params {{
       object_center_loss_weight: 1.0
       center_head_num_filters: 64
-      classification_loss {
-        penalty_reduced_logistic_focal_loss {
+      classification_loss {{
+        penalty_reduced_logistic_focal_loss {{
           alpha: 2.0
           beta: 4.0
-        }
-      }
+        }}
+      }}
       min_box_overlap_iou: 0.7
       max_box_predictions: 20
-    }
+    }}
     use_depthwise: true
-  }
-}
-train_config {
-  batch_size: 16
-  data_augmentation_options {
-    random_horizontal_flip {
-    }
-  }
-  data_augmentation_options {
-    random_crop_image {
-    }
-  }
-  data_augmentation_options {
-    random_adjust_brightness {
-    }
-  }
-  optimizer {
-    adam_optimizer {
-      learning_rate {
-        cosine_decay_learning_rate {
-          learning_rate_base: 0.002
-          total_steps: 1500
-          warmup_learning_rate: 0.0005
-          warmup_steps: 150
-        }
-      }
+  }}
+}}
+train_config {{
+  batch_size: {batch_size}
+  data_augmentation_options {{
+    random_horizontal_flip {{
+    }}
+  }}
+  data_augmentation_options {{
+    random_crop_image {{
+    }}
+  }}
+  data_augmentation_options {{
+    random_adjust_brightness {{
+    }}
+  }}
+  optimizer {{
+    adam_optimizer {{
+      learning_rate {{
+        cosine_decay_learning_rate {{
+          learning_rate_base: {learning_rate}
+          total_steps: {steps}
+          warmup_learning_rate: {warmup_learning_rate}
+          warmup_steps: {warmup_steps}
+        }}
+      }}
       epsilon: 1e-07
-    }
+    }}
     use_moving_average: false
-  }
-  num_steps: 1500
+  }}
+  num_steps: {steps}
   max_number_of_boxes: 100
-}
-train_input_reader {
+}}
+train_input_reader {{
   label_map_path: "label_map.pbtxt"
-}
-eval_config {
+}}
+eval_config {{
   metrics_set: "coco_detection_metrics"
   batch_size: 1
-}
-eval_input_reader {
+}}
+eval_input_reader {{
   label_map_path: "label_map.pbtxt"
   shuffle: false
   num_epochs: 1
-}
+}}
 """
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--images", type=int, default=800, help="training images")
     ap.add_argument("--heldout", type=int, default=100, help="held-out images for the reported mAP")
     ap.add_argument("--batch-size", type=int, default=16)
@@ -138,7 +139,9 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         config_path = work / "pipeline.config"
-        config_path.write_text(CONFIG, encoding="utf-8")
+        config_path.write_text(CONFIG.format(
+            steps=args.steps, warmup_steps=args.steps // 10, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, warmup_learning_rate=args.learning_rate / 4), encoding="utf-8")
         train_dir = make_shapes_dataset(work / "train", args.images, seed=TRAIN_SEED, image_size=IMAGE_SIZE)
         held_dir = make_shapes_dataset(work / "heldout", args.heldout, seed=HELDOUT_SEED, image_size=IMAGE_SIZE)
         began = time.time()
@@ -179,7 +182,8 @@ def main() -> int:
                 "image_size": IMAGE_SIZE, "steps": args.steps, "batch_size": args.batch_size,
                 "learning_rate": args.learning_rate, "schedule": "linear warmup (10%) + cosine",
                 "init": "random (seed 0), trained from scratch", "augment": True,
-                "final_loss": round(float(result.final_loss), 4), "train_seconds": round(seconds, 1),
+                "final_loss": (round(float(result.final_loss), 4) if math.isfinite(result.final_loss) else None),
+                "train_seconds": round(seconds, 1),
                 "tensorflow": tf.__version__, "machine": platform.machine(),
             },
         }

@@ -15,7 +15,12 @@ from zoo.models.centernet import (
     refine_keypoints,
     top_k_locations,
 )
-from zoo.models.preprocess import Resizer, resize_batch, resize_image, resizer_from_config
+from zoo.models.preprocess import (
+    Resizer,
+    resize_batch,
+    resize_image,
+    resizer_from_config,
+)
 from zoo.pipeline_config import parse
 
 
@@ -84,8 +89,8 @@ def test_boxes_clip_to_grid_and_normalize_by_true_size() -> None:
 
 
 def _task(**kw) -> KeypointTask:
-    base = dict(name="pose", class_id=0, num_keypoints=2, keypoint_indices=(0, 1), per_keypoint_offset=True,
-                num_candidates_per_keypoint=2)
+    base = {"name": "pose", "class_id": 0, "num_keypoints": 2, "keypoint_indices": (0, 1),
+            "per_keypoint_offset": True, "num_candidates_per_keypoint": 2}
     base.update(kw)
     return KeypointTask(**base)
 

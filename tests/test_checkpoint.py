@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.checkpoint import RestoreReport, checkpoint_prefix, match_variables, read_checkpoint_keys, restore
+from zoo.checkpoint import (
+    RestoreReport,
+    checkpoint_prefix,
+    match_variables,
+    read_checkpoint_keys,
+    restore,
+)
 from zoo.errors import CheckpointMismatchError, NotCachedError
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"

@@ -41,6 +41,7 @@ def test_load_restores_strictly_and_exposes_spec(det) -> None:
     assert len(det.restore_report.matched) == len(det.model.weights)
     assert (det.model_dir / "pipeline.config").is_file()
     assert isinstance(det.model, keras.Model)
+    assert det.spec is not None and det.spec.name == "centernet_mobilenetv2fpn_512x512_coco17_od"
 
 
 def test_single_image_gives_one_detections(det, image: np.ndarray) -> None:
@@ -166,9 +167,19 @@ def test_strict_mismatch_raises_one_report(det, tmp_path: Path) -> None:
     assert len(relaxed.restore_report.shape_mismatches) == 2 and relaxed.restore_report.assigned
 
 
-def test_models_without_keras_implementation_suggest_saved_model() -> None:
-    with pytest.raises(UnsupportedModelError, match="backend='saved_model'"):
-        load("ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8")
+@pytest.mark.parametrize(
+    "model_block, message",
+    [
+        ('model { yolo { num_classes: 2 } }', "meta-architecture 'yolo'"),
+        ('model { center_net { num_classes: 2 feature_extractor { type: "vgg_16" } '
+         'image_resizer { fixed_shape_resizer { height: 64 width: 64 } } } }', "'vgg_16'"),
+    ],
+)
+def test_models_without_keras_implementation_suggest_saved_model(tmp_path: Path, model_block: str, message: str) -> None:
+    (tmp_path / "pipeline.config").write_text(model_block)
+    with pytest.raises(UnsupportedModelError, match=message) as info:
+        load(tmp_path)
+    assert "backend='saved_model'" in str(info.value)
 
 
 class _TinyNet:
@@ -187,6 +198,10 @@ class _TinyNet:
 
     def predict(self, x):
         return self.keras_model(x)
+
+    def __call__(self, images):
+        x, shapes = self.preprocess(images)
+        return self.postprocess(self.predict(x), shapes)
 
     def postprocess(self, predictions, shapes):
         score = tf.reduce_mean(predictions["x"], axis=[1, 2, 3])

@@ -76,13 +76,17 @@ def test_hub_backend_without_handle_explains(cache: Path) -> None:
         load(CENTERNET, backend="hub")
 
 
-def test_keras_backend_agrees_with_saved_model(cache: Path, image: np.ndarray) -> None:
-    det = load(str(TARBALLS / f"{CENTERNET}.tar.gz"), backend="keras", cache_dir=cache)
-    expected = _expected(CENTERNET)
+@pytest.mark.parametrize("name", [CENTERNET, SSD])
+def test_keras_backend_agrees_with_saved_model(name: str, cache: Path, image: np.ndarray) -> None:
+    """Same weights, same image: our Keras model gives the exported SavedModel's detections."""
+    det = load(str(TARBALLS / f"{name}.tar.gz"), backend="keras", cache_dir=cache)
+    assert det.restore_report.ok and det.spec.name == name
+    expected = _expected(name)
     out = det.runner.infer(image[np.newaxis])
     _check_outputs(out, expected, atol=1e-4)
     np.testing.assert_allclose(out["detection_multiclass_scores"], expected["detection_multiclass_scores"], atol=1e-4)
     _check_detections(det.detect(image), expected)
+    assert det.runner.trace_count == 1
 
 
 def test_unknown_backend_is_a_config_error() -> None:

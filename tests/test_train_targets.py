@@ -192,3 +192,34 @@ def test_training_data_pipeline(tmp_path):
         np.testing.assert_array_equal(x["indices"], y["indices"])
     with pytest.raises(Exception, match="num_classes"):
         TrainingData(ds, InputGeometry(64, 64), 2)
+
+
+def test_keypoint_losses_vanish_for_perfect_predictions():
+    tf = pytest.importorskip("tensorflow")
+    from zoo.train.losses import centernet_loss
+
+    boxes = np.array([[0.2, 0.2, 0.6, 0.6]])
+    kps = np.array([[[0.3, 0.3], [0.5, 0.55]]])
+    t = center_targets(boxes, [0], (16, 16), 1, max_boxes=3, keypoints=kps)
+    batch = {k: tf.constant(v[None]) for k, v in t.as_dict().items()}
+    logits = np.where(t.heatmap[None] == 1.0, 9.0, -9.0).astype(np.float32)
+    kp_logits = np.where(t.keypoint_heatmap[None] == 1.0, 9.0, -9.0).astype(np.float32)
+    row, col = t.indices[0]
+    scale = np.zeros((1, 16, 16, 2), np.float32)
+    offset = np.zeros((1, 16, 16, 2), np.float32)
+    scale[0, row, col], offset[0, row, col] = t.scale[0], t.offset[0]
+    regression = np.zeros((1, 16, 16, 4), np.float32)
+    regression[0, row, col] = t.keypoint_regression[0].reshape(-1)
+    kp_offset = np.zeros((1, 16, 16, 4), np.float32)  # per keypoint type: channels 2k, 2k+1
+    for k in range(2):
+        r, c = t.keypoint_indices[0, k]
+        kp_offset[0, r, c, 2 * k:2 * k + 2] = t.keypoint_offset[0, k]
+    preds = {"object_center": logits, "box/scale": scale, "box/offset": offset, "keypoint/heatmap": kp_logits,
+             "keypoint/regression": regression, "keypoint/offset": kp_offset}
+    losses = centernet_loss(preds, batch)
+    for key in ("keypoint/regression", "keypoint/offset", "box/scale", "box/offset"):
+        assert float(losses[key]) == pytest.approx(0.0, abs=1e-6), key
+    assert float(losses["keypoint/heatmap"]) < 0.01
+    kp_offset[0, t.keypoint_indices[0, 1, 0], t.keypoint_indices[0, 1, 1], 2] += 0.5
+    preds["keypoint/offset"] = kp_offset
+    assert float(centernet_loss(preds, batch)["keypoint/offset"]) == pytest.approx(0.5 / 2, rel=1e-5)

@@ -22,8 +22,8 @@ from typing import Any
 from .errors import CheckpointMismatchError, NotCachedError
 
 __all__ = [
-    "RestoreReport",
     "VALUE_SUFFIX",
+    "RestoreReport",
     "checkpoint_prefix",
     "match_variables",
     "read_checkpoint_keys",
@@ -93,7 +93,7 @@ def _subtree(key: str) -> str:
     """Group keys by the path up to their numbered layer: 'a/b/layer_with_weights-3/kernel' -> 'a/b'."""
     parts = key.split("/")
     for i, part in enumerate(parts):
-        if part.startswith("layer_with_weights-") or part.startswith("layer-"):
+        if part.startswith(("layer_with_weights-", "layer-")):
             return "/".join(parts[:i]) or part
     return "/".join(parts[:-1]) or key
 
@@ -144,11 +144,11 @@ def read_checkpoint_keys(path: str | os.PathLike[str]) -> dict[str, tuple[int, .
 
 
 def _strip(key: str) -> str:
-    return key[: -len(VALUE_SUFFIX)] if key.endswith(VALUE_SUFFIX) else key
+    return key.removesuffix(VALUE_SUFFIX)
 
 
 def _is_optimizer(key: str) -> bool:
-    return "/.OPTIMIZER_SLOT/" in key or key.startswith("optimizer/") or key.startswith("optimizer.")
+    return "/.OPTIMIZER_SLOT/" in key or key.startswith(("optimizer/", "optimizer."))
 
 
 def match_variables(

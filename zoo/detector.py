@@ -20,7 +20,12 @@ __all__ = ["Detector"]
 
 
 class Detector:
-    """A loaded detection model behind one of the backends (``keras``, ``saved_model``, ``hub``)."""
+    """A loaded detection model behind one of the backends (``keras``, ``saved_model``, ``hub``).
+
+    A list of images runs one image per network call; a ``[B, H, W, 3]`` batch runs as one call
+    where the backend allows it. Backbones that normalize with batch statistics at inference (as
+    the original MobileNetV2-FPN CenterNet does) then give batch-dependent results, like the original.
+    """
 
     def __init__(
         self,

@@ -114,6 +114,20 @@ def _geometry(net: Any, input_size: int | tuple[int, int] | None) -> Any:
     return InputGeometry(r.max_dimension, r.max_dimension, "keep_aspect_ratio", net.stride)
 
 
+def _augment_config(config: Any) -> Any:
+    """Default augmentation, with the keypoint flip permutation of the config's horizontal flip."""
+    from .train.augment import AugmentConfig
+
+    perm: tuple[int, ...] | None = None
+    train = config["train_config"] if "train_config" in config else None
+    for option in (train.all("data_augmentation_options") if train is not None else []):
+        if "random_horizontal_flip" in option:
+            values = option["random_horizontal_flip"].all("keypoint_flip_permutation")
+            if values:
+                perm = tuple(int(v) for v in values)
+    return AugmentConfig(keypoint_flip_permutation=perm)
+
+
 def _all_layers(model: Any) -> list[Any]:
     return list(model._flatten_layers(include_self=False, recursive=True))
 
@@ -194,7 +208,6 @@ def finetune(
     import keras
     import tensorflow as tf
 
-    from .train.augment import AugmentConfig
     from .train.data import TrainingData
     from .train.losses import LossWeights
     from .train.trainer import TrainConfig, Trainer
@@ -220,7 +233,7 @@ def finetune(
     _, cn = model_config(config)
     weights = LossWeights.from_config(cn)
     data = TrainingData(dataset, geometry, k, category_ids=sorted(dataset.categories),
-                        augment_config=AugmentConfig() if augment else None,
+                        augment_config=_augment_config(config) if augment else None,
                         min_overlap=weights.min_box_overlap_iou, seed=int(seed))
     train_config = TrainConfig(steps=total, batch_size=int(batch_size), learning_rate=float(learning_rate),
                                schedule=schedule, warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,

@@ -82,9 +82,8 @@ def to_rgb_uint8(array: Any, *, what: str = "image") -> np.ndarray:
         raise InputError(f"{what} has {channels} channels (shape {a.shape}); expected 3 (RGB), 1 (gray) or 4 (RGBA)")
     if a.dtype == np.uint8:
         return np.ascontiguousarray(a)
-    if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)):
-            raise InputError(f"{what} contains NaN or infinite values")
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        raise InputError(f"{what} contains NaN or infinite values")
     lo, hi = float(a.min()), float(a.max())
     if lo < 0 or hi > 255:
         raise InputError(f"{what} has values in [{lo:g}, {hi:g}]; expected pixel values in 0..255")

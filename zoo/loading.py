@@ -13,9 +13,14 @@ from typing import Any
 
 from .backends import BACKENDS
 from .detector import Detector
-from .errors import ConfigError, NotCachedError, UnknownModelError, UnsupportedModelError
+from .errors import (
+    ConfigError,
+    NotCachedError,
+    UnknownModelError,
+    UnsupportedModelError,
+)
 
-__all__ = ["load", "resolve_spec", "build_keras_detector"]
+__all__ = ["build_keras_detector", "load", "resolve_spec"]
 
 
 def resolve_spec(name_or_source: Any) -> tuple[Any, Any]:
@@ -49,6 +54,16 @@ def _model_folder(source: Any, *, cache_dir: Any, offline: bool | None, progress
     return Path(fetch(source, cache_dir=cache_dir, offline=offline, progress=progress, force=force))
 
 
+def _spec_for_folder(folder: Path) -> Any:
+    """The registry entry named like the model folder (zoo archives are named after their model)."""
+    from .registry import get
+
+    try:
+        return get(folder.name)
+    except UnknownModelError:
+        return None
+
+
 def _label_map(spec: Any, label_map: Mapping[int, str] | None) -> Mapping[int, str] | None:
     if label_map is not None:
         return dict(label_map)
@@ -65,7 +80,11 @@ def build_keras_detector(
     jit_compile: bool = False,
     restore_checkpoint: bool = True,
 ) -> Detector:
-    """Build our Keras model from ``folder/pipeline.config`` and restore ``folder/checkpoint``."""
+    """Build our Keras model from ``folder/pipeline.config`` and restore ``folder/checkpoint``.
+
+    Raises :class:`~zoo.errors.UnsupportedModelError` (suggesting ``backend="saved_model"``) when the
+    meta-architecture or its feature extractor has no Keras implementation.
+    """
     from .backends.keras_backend import KerasBackend
     from .checkpoint import restore
     from .models.builder import build_model
@@ -76,12 +95,7 @@ def build_keras_detector(
     if not config_path.is_file():
         raise NotCachedError(f"{folder} has no pipeline.config; is it a zoo model folder?")
     cfg = load_config(config_path)
-    arch, msg = model_config(cfg)
-    if arch != "center_net":
-        raise UnsupportedModelError(
-            f"{getattr(spec, 'name', folder.name)}: meta-architecture {arch!r} has no Keras implementation in "
-            "odzoo (only center_net); use zoo.load(..., backend='saved_model') to run its exported SavedModel"
-        )
+    _, msg = model_config(cfg)
     labels = _label_map(spec, label_map)
     net = build_model(cfg, num_classes=num_classes, label_map=labels)
     configured = int(msg.get("num_classes", 0))
@@ -133,11 +147,14 @@ def load(
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     spec, source = resolve_spec(name_or_source)
-    if backend == "keras" and spec is not None and spec.meta_architecture not in (None, "center_net"):
-        raise UnsupportedModelError(
-            f"{spec.name}: meta-architecture {spec.meta_architecture!r} has no Keras implementation in odzoo "
-            "(only center_net); use zoo.load(..., backend='saved_model') to run its exported SavedModel"
-        )
+    if backend == "keras" and spec is not None and spec.meta_architecture is not None:
+        from .models.builder import supported_meta_architectures
+
+        if spec.meta_architecture not in supported_meta_architectures():
+            raise UnsupportedModelError(
+                f"{spec.name}: meta-architecture {spec.meta_architecture!r} has no Keras implementation in odzoo; "
+                "use zoo.load(..., backend='saved_model') to run its exported SavedModel"
+            )
     if backend == "hub":
         from .backends.hub_backend import HubBackend
 
@@ -150,6 +167,8 @@ def load(
             )
         return Detector(HubBackend(handle), spec=spec, model_dir=None, label_map=_label_map(spec, label_map))
     folder = _model_folder(source, cache_dir=cache_dir, offline=offline, progress=progress, force=force)
+    if spec is None:
+        spec = _spec_for_folder(folder)
     if backend == "saved_model":
         from .backends.saved_model_backend import SavedModelBackend
 

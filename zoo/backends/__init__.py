@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Backend", "BACKENDS"]
+__all__ = ["BACKENDS", "Backend"]
 
 BACKENDS = ("keras", "saved_model", "hub")
 

@@ -7,7 +7,6 @@ a mirrored handle, or a local folder holding ``saved_model.pb``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 

@@ -1,8 +1,12 @@
 """The ``keras`` backend: our Keras 3 implementation, compiled as one ``tf.function``.
 
+The network object (CenterNet, SSD, Faster R-CNN...) is called on the uint8 batch and returns its
+``postprocess`` dict (0-based classes); this backend adds the exporter's label-id offset.
+
 The whole path (resize, normalization, network, peak extraction, box and keypoint decoding) runs in a
 single graph traced once for ``[None, None, None, 3]`` uint8 input, so images of any size and any
-batch size reuse one trace. ``jit_compile=True`` asks XLA to compile it; if XLA rejects the graph the
+batch size reuse one trace. Autograph is off: the graph has no Python control flow on tensors, and
+converting the code would add seconds to the cold start. ``jit_compile=True`` asks XLA to compile it; if XLA rejects the graph the
 backend falls back to the plain graph and says so in ``jit_fallback_reason``.
 """
 from __future__ import annotations
@@ -33,15 +37,15 @@ class KerasBackend:
 
     def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         self.trace_count += 1  # Python side effect: runs once per trace, never per call
-        preprocessed, true_shapes = self.net.preprocess(images)
-        predictions = self.net.predict(preprocessed)
-        out = dict(self.net.postprocess(predictions, true_shapes))
+        out = dict(self.net(images))
         out["detection_classes"] = tf.cast(out["detection_classes"], tf.float32) + 1.0
         out["num_detections"] = tf.cast(out["num_detections"], tf.float32)
         return out
 
     def _make(self, jit: bool) -> Any:
-        return tf.function(self._serve, input_signature=_SIGNATURE, reduce_retracing=True, jit_compile=jit or None)
+        return tf.function(
+            self._serve, input_signature=_SIGNATURE, reduce_retracing=True, jit_compile=jit or None, autograph=False
+        )
 
     @property
     def concrete_function(self) -> Any:

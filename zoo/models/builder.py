@@ -1,22 +1,53 @@
 """pipeline.config (+ registry spec) -> a Keras model of ours.
 
-Only the ``center_net`` meta-architecture has a Keras implementation; other meta-architectures raise
+Meta-architectures are dispatched on the ``model { ... }`` block: ``center_net`` (here), ``ssd``
+(:mod:`zoo.models.ssd`) and ``faster_rcnn`` (:mod:`zoo.models.faster_rcnn`). Every model object
+offers ``keras_model``, ``checkpoint_map()``, ``class_dependent_keys()``, ``num_classes``,
+``preprocess`` / ``predict`` / ``postprocess`` and ``__call__(images)`` (all three stages). A
+meta-architecture or feature extractor without an implementation raises
 :class:`~zoo.errors.UnsupportedModelError` pointing at ``backend="saved_model"``.
 """
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConfigError, UnsupportedModelError
 from ..labels import COCO_LABELS, PERSON_KEYPOINTS
 from ..pipeline_config import Message, load, model_config
 
-__all__ = ["build_model", "centernet_config"]
+__all__ = ["build_model", "centernet_config", "supported_meta_architectures"]
 
 # Open Images machine ids used as keypoint_class_name in the zoo configs -> display name.
 _CLASS_NAME_ALIASES = {"/m/01g317": "person"}
+
+# meta-architecture -> (module, builder function); builder(msg, *, num_classes, label_map) -> model.
+_META_BUILDERS: dict[str, tuple[str, str]] = {
+    "center_net": (__name__, "build_centernet"),
+    "ssd": ("zoo.models.ssd", "build_ssd"),
+    "faster_rcnn": ("zoo.models.faster_rcnn", "build_faster_rcnn"),
+}
+
+
+def _builder(arch: str) -> Callable[..., Any] | None:
+    entry = _META_BUILDERS.get(arch)
+    if entry is None:
+        return None
+    module_name, function = entry
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+    return getattr(module, function, None)
+
+
+def supported_meta_architectures() -> list[str]:
+    """Meta-architectures with a Keras implementation."""
+    return sorted(arch for arch in _META_BUILDERS if _builder(arch) is not None)
 
 
 def build_model(
@@ -32,11 +63,18 @@ def build_model(
     """
     cfg = config if isinstance(config, Message) else load(config)
     arch, msg = model_config(cfg)
-    if arch != "center_net":
+    builder = _builder(arch)
+    if builder is None:
+        known = ", ".join(supported_meta_architectures())
         raise UnsupportedModelError(
-            f"meta-architecture {arch!r} has no Keras implementation in odzoo (only center_net); "
+            f"meta-architecture {arch!r} has no Keras implementation in odzoo (implemented: {known}); "
             "load it with backend='saved_model' to run the archive's exported SavedModel"
         )
+    return builder(msg, num_classes=num_classes, label_map=label_map)
+
+
+def build_centernet(msg: Message, *, num_classes: int | None = None, label_map: Mapping[int, str] | None = None) -> Any:
+    """A :class:`~zoo.models.centernet.CenterNet` from the ``model.center_net`` message."""
     from .backbones import get_backbone
     from .centernet import CenterNet
     from .preprocess import resizer_from_config
@@ -68,7 +106,14 @@ def _ints(msg: Message, field: str, default: tuple[int, ...]) -> tuple[int, ...]
 
 def centernet_config(msg: Message, *, num_classes: int | None = None, label_map: Mapping[int, str] | None = None) -> Any:
     """Read a ``center_net`` message into a :class:`~zoo.models.centernet.CenterNetConfig`."""
-    from .centernet import BOX_OFFSET, BOX_SCALE, OBJECT_CENTER, CenterNetConfig, HeadSpec, KeypointTask
+    from .centernet import (
+        BOX_OFFSET,
+        BOX_SCALE,
+        OBJECT_CENTER,
+        CenterNetConfig,
+        HeadSpec,
+        KeypointTask,
+    )
 
     classes = int(num_classes if num_classes is not None else msg.get("num_classes", 0))
     if classes <= 0:

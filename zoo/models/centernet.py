@@ -18,7 +18,7 @@ import tensorflow as tf
 from .backbones import Backbone
 from .preprocess import Resizer, resize_batch
 
-__all__ = ["CenterNet", "CenterNetConfig", "HeadSpec", "OBJECT_CENTER", "BOX_SCALE", "BOX_OFFSET"]
+__all__ = ["BOX_OFFSET", "BOX_SCALE", "OBJECT_CENTER", "CenterNet", "CenterNetConfig", "HeadSpec"]
 
 OBJECT_CENTER = "object_center"
 BOX_SCALE = "box/scale"
@@ -185,6 +185,11 @@ class CenterNet:
             out["detection_keypoints"] = kps
             out["detection_keypoint_scores"] = kp_scores
         return out
+
+    def __call__(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """preprocess -> predict -> postprocess on a ``[B,H,W,3]`` batch."""
+        preprocessed, true_shapes = self.preprocess(images)
+        return self.postprocess(self.predict(preprocessed), true_shapes)
 
 
 def _true_image_mask(heatmap: tf.Tensor, true_shapes: tf.Tensor) -> tf.Tensor:

@@ -43,7 +43,7 @@ from ..errors import ConfigError, UnsupportedModelError
 from .anchors import tile_anchors
 from .box_coders import FasterRcnnBoxCoder
 from .layers import variable_attributes
-from .nms import NmsConfig, batch_multiclass_nms, multiclass_nms, nms_config_from_config
+from .nms import NmsConfig, batch_multiclass_nms, nms_config_from_config
 from .preprocess import Resizer, resize_batch, resizer_from_config
 from .ssd import ConvHyperparams
 
@@ -52,6 +52,7 @@ __all__ = [
     "FasterRCNN",
     "FasterRcnnConfig",
     "GridAnchors",
+    "batch_class_specific_nms",
     "build_faster_rcnn",
     "faster_rcnn_config",
 ]
@@ -178,18 +179,6 @@ def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcn
     classes = int(num_classes if num_classes is not None else msg.get("num_classes", 0))
     if classes <= 0:
         raise ConfigError(f"faster_rcnn num_classes must be positive, got {classes}")
-    stages = int(msg.get("number_of_stages", 2))
-    if stages != 2:
-        raise UnsupportedModelError(f"faster_rcnn number_of_stages {stages} is not supported (2 is)")
-    rpn_hp = msg.get("first_stage_box_predictor_conv_hyperparams")
-    _no_batch_norm(ConvHyperparams.from_config(rpn_hp), "first_stage_box_predictor_conv_hyperparams")
-    iou = _f32(msg.get("first_stage_nms_iou_threshold", 0.7))
-    if not 0.0 <= iou <= 1.0:
-        raise ConfigError(f"first_stage_nms_iou_threshold must be in [0, 1], got {iou}")
-    max_proposals = int(msg.get("first_stage_max_proposals", 300))
-    crop = int(msg.get("initial_crop_size", 0))
-    if crop <= 0:
-        raise ConfigError("faster_rcnn initial_crop_size must be set to a positive crop size")
     if "second_stage_box_predictor" not in msg:
         raise ConfigError("faster_rcnn config has no second_stage_box_predictor block")
     kind, bp = msg["second_stage_box_predictor"].oneof()
@@ -199,6 +188,19 @@ def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcn
     if bool(bp.get("predict_instance_masks", False)):
         raise UnsupportedModelError("Mask R-CNN (predict_instance_masks) has no Keras implementation in odzoo; "
                                     "load the model with backend='saved_model'")
+    stages = int(msg.get("number_of_stages", 2))
+    if stages != 2:
+        raise UnsupportedModelError(f"faster_rcnn number_of_stages {stages} is not supported (2 is); load the model with "
+                                    "backend='saved_model'")
+    rpn_hp = msg.get("first_stage_box_predictor_conv_hyperparams")
+    _no_batch_norm(ConvHyperparams.from_config(rpn_hp), "first_stage_box_predictor_conv_hyperparams")
+    iou = _f32(msg.get("first_stage_nms_iou_threshold", 0.7))
+    if not 0.0 <= iou <= 1.0:
+        raise ConfigError(f"first_stage_nms_iou_threshold must be in [0, 1], got {iou}")
+    max_proposals = int(msg.get("first_stage_max_proposals", 300))
+    crop = int(msg.get("initial_crop_size", 0))
+    if crop <= 0:
+        raise ConfigError("faster_rcnn initial_crop_size must be set to a positive crop size")
     _no_batch_norm(ConvHyperparams.from_config(bp.get("fc_hyperparams")),
                    "second_stage_box_predictor.fc_hyperparams")
     post = msg.get("second_stage_post_processing")
@@ -519,7 +521,7 @@ class FasterRCNN:
             )
             raw_boxes = decoded[:, :, 0, :]
         else:
-            boxes, det_scores, classes, nms_extra, num = _class_specific_batch_nms(
+            boxes, det_scores, classes, nms_extra, num = batch_class_specific_nms(
                 decoded, nms_scores, nms_config, window, extra
             )
             best = tf.argmax(logits[:, :, 1:], axis=2, output_type=tf.int32)
@@ -551,49 +553,26 @@ def _clip_window(true_image_shapes: tf.Tensor) -> tf.Tensor:
     return tf.stack([zeros, zeros, true[:, 0], true[:, 1]], axis=1)
 
 
-def _class_specific_batch_nms(
+def batch_class_specific_nms(
     boxes: tf.Tensor, scores: tf.Tensor, config: NmsConfig, clip_window: tf.Tensor, additional_fields: dict[str, tf.Tensor]
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, dict[str, tf.Tensor], tf.Tensor]:
-    """Per-class NMS where every class has its own boxes (``boxes`` ``[B, N, C, 4]``).
+    """Per-class NMS where every class has its own boxes (``boxes`` ``[B, N, C, 4]``, ``scores`` ``[B, N, C]``).
 
-    Each class runs :func:`~zoo.models.nms.multiclass_nms` on its own boxes; the survivors of all
-    classes (class order) are merged by score and cut to ``max_total_size``, as in the original.
+    As in the original, class ``c`` is suppressed among its own boxes ``boxes[:, :, c]``; the
+    survivors of all classes are merged by score, clipped and cut to ``max_total_size``. Computed
+    with :func:`~zoo.models.nms.batch_multiclass_nms` over the ``N * C`` boxes, each scoring only
+    for its own class (below ``score_thresh`` for the others).
     """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
     num_classes = int(scores.shape[2])
-    keys = sorted(additional_fields)
-    size = config.max_total_size
-
-    def one_image(args: tuple[tf.Tensor, ...]) -> tuple[tf.Tensor, ...]:
-        image_boxes, image_scores, window = args[:3]
-        extra = dict(zip(keys, args[3:]))
-        parts: dict[str, list[tf.Tensor]] = {}
-        for c in range(num_classes):
-            fields, _ = multiclass_nms(image_boxes[:, c], image_scores[:, c:c + 1], config, window, extra)
-            fields["classes"] = tf.fill(tf.shape(fields["scores"]), float(c))
-            for key, value in fields.items():
-                parts.setdefault(key, []).append(value)
-        merged = {k: tf.concat(v, 0) for k, v in parts.items()}
-        _, order = tf.math.top_k(merged["scores"], k=tf.shape(merged["scores"])[0], sorted=True)
-        count = tf.minimum(tf.shape(order)[0], size)
-        order = order[:count]
-        out = []
-        for key in ["boxes", "scores", "classes", *keys]:
-            value = tf.gather(merged[key], order)
-            pad = [[0, size - count]] + [[0, 0]] * (len(value.shape) - 1)
-            out.append(tf.pad(value, pad))
-        return (*out, count)
-
-    signature = (
-        tf.TensorSpec([size, 4], tf.float32),
-        tf.TensorSpec([size], tf.float32),
-        tf.TensorSpec([size], tf.float32),
-        *[tf.TensorSpec([size, *additional_fields[k].shape[2:]], additional_fields[k].dtype) for k in keys],
-        tf.TensorSpec([], tf.int32),
-    )
-    outputs = tf.map_fn(
-        one_image, (boxes, scores, clip_window, *[additional_fields[k] for k in keys]), fn_output_signature=signature
-    )
-    return outputs[0], outputs[1], outputs[2], {k: outputs[3 + i] for i, k in enumerate(keys)}, outputs[-1]
+    batch, num = tf.shape(scores)[0], tf.shape(scores)[1]
+    own_class = tf.reshape(tf.eye(num_classes, dtype=tf.bool), [1, 1, num_classes, num_classes])
+    spread = tf.broadcast_to(scores[:, :, tf.newaxis, :], tf.stack([batch, num, num_classes, num_classes]))
+    flat_scores = tf.reshape(tf.where(own_class, spread, config.score_thresh - 1.0), [batch, -1, num_classes])
+    flat_boxes = tf.reshape(boxes, [batch, -1, 1, 4])
+    extra = {k: tf.repeat(v, num_classes, axis=1) for k, v in additional_fields.items()}
+    return batch_multiclass_nms(flat_boxes, flat_scores, config, clip_window=clip_window, additional_fields=extra)
 
 
 def build_faster_rcnn(msg: Any, *, num_classes: int | None = None, **_: Any) -> FasterRCNN:

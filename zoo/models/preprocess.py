@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from ..errors import ConfigError
 
-__all__ = ["Resizer", "resizer_from_config", "resize_batch", "resize_image"]
+__all__ = ["Resizer", "resize_batch", "resize_image", "resizer_from_config"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,8 +57,8 @@ __all__ = [
     "BackboneFactory",
     "available_backbones",
     "get_backbone",
-    "register_backbone",
     "layers_with_weights",
+    "register_backbone",
 ]
 
 

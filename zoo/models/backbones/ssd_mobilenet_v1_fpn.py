@@ -13,6 +13,7 @@ a modified MobileNet) is not supported.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -34,7 +35,7 @@ _DEFAULT_BASE_HYPERPARAMS = ConvHyperparams(activation="RELU_6", batch_norm=True
 
 def mobilenet_v1_body(
     hyperparams: ConvHyperparams,
-    depth: Any = lambda d: d,
+    depth: Callable[[int], int] = int,
     name: str = "classification_backbone",
 ) -> keras.Model:
     """MobileNet V1 without classifier: images -> ``conv_pw_{3,5,11,13}_relu`` (strides 4, 8, 16, 32).

@@ -16,6 +16,7 @@ Inputs are RGB minus the ImageNet channel means (no scaling).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -41,7 +42,7 @@ _DEFAULT_BASE_HYPERPARAMS = ConvHyperparams(activation="RELU", batch_norm=True, 
 def resnet_v1_body(
     blocks: tuple[int, ...],
     hyperparams: ConvHyperparams,
-    depth: Any = lambda d: d,
+    depth: Callable[[int], int] = int,
     name: str = "classification_backbone",
 ) -> keras.Model:
     """ResNet V1 without classifier: images -> outputs of stages conv2..conv5 (strides 4, 8, 16, 32).
