@@ -5,8 +5,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 ASSETS = Path(__file__).resolve().parent.parent / "zoo" / "assets"
 
 

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import json
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from tests.conftest import CONFIGS, shared_available  # noqa: E402
-from tests.test_train_loop import TINY_CONFIG, register_tiny  # noqa: E402
-from zoo.export import (config_to_text, export_model, make_tarball, registry_entry, updated_config,  # noqa: E402
-                        write_checkpoint, write_label_map, write_registry)
-from zoo.pipeline_config import load, parse  # noqa: E402
+from tests.conftest import CONFIGS, shared_available
+from tests.test_train_loop import TINY_CONFIG, register_tiny
+from zoo.export import (
+    config_to_text,
+    export_model,
+    make_tarball,
+    registry_entry,
+    updated_config,
+    write_checkpoint,
+    write_label_map,
+    write_registry,
+)
+from zoo.pipeline_config import load, parse
 
 LABELS = {1: "circle", 2: "square", 3: "triangle"}
 
@@ -164,6 +171,16 @@ def test_odzoo_finetune_command(trained, tmp_path, capsys):
     assert (out / "train" / "ckpt-2.index").is_file()
     entry = json.loads(json.dumps(__import__("yaml").safe_load((out / "registry.yaml").read_text())))
     assert entry["models"][0]["name"] == "tiny_cli"
+    # epochs instead of steps, and a different input size: the export describes what was trained
+    other = tmp_path / "run2"
+    rc = main(["finetune", "--model", str(trained["config"]), "--annotations", str(ds.annotations_path),
+               "--images", str(ds.images_dir), "--epochs", "0.5", "--batch-size", "4", "--input-size", "32",
+               "--out", str(other), "--name", "tiny_small", "--no-saved-model", "--no-augment"])
+    assert rc == 0
+    cfg = load(other / "tiny_small" / "pipeline.config")
+    assert cfg.get("model.center_net.image_resizer.keep_aspect_ratio_resizer.max_dimension") == 32
+    assert cfg.get("train_config.num_steps") == 1  # ceil(0.5 * 8 images / 4)
+    capsys.readouterr()
     rc = main(["finetune", "--model", str(trained["config"]), "--annotations", str(ds.annotations_path),
                "--images", str(ds.images_dir), "--steps", "0", "--out", str(out)])
     assert rc == 2 and "--steps must be >= 1" in capsys.readouterr().err

@@ -184,7 +184,7 @@ def test_end_to_end_detections_match(run: Run) -> None:
         else:
             assert score < 0.1, f"reference detection (class {cls}, score {score}) missing"
     assert found >= 0.98 * num
-    top = slice(0, 20)  # well separated scores: identical order
+    top = slice(0, 7)  # scores at least 7e-3 apart (and from the 8th): identical order
     np.testing.assert_array_equal(det["detection_classes"][0, top], ref["postprocess/detection_classes"][0, top])
     np.testing.assert_allclose(det["detection_scores"][0, top], ref["postprocess/detection_scores"][0, top], atol=1e-3)
 

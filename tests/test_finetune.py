@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +48,9 @@ def run(tmp_path_factory):
         held = make_shapes_dataset(root / "heldout", 10, seed=12, image_size=SIZE)
         heldout = CocoDataset(held / "annotations.json", held / "images")
 
+        import keras
+
+        keras.utils.set_random_seed(0)
         untrained = zoo.load(folder, num_classes=3, label_map=LABELS)
         before = evaluate_detector(untrained, heldout).stats
         det = zoo.finetune(folder, train / "annotations.json", images=train / "images", steps=STEPS, batch_size=8,

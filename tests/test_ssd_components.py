@@ -183,6 +183,10 @@ def test_nms_config_errors() -> None:
 def test_unsupported_ssd_parts_are_reported() -> None:
     from zoo.models.ssd import build_ssd
 
-    msg = _ssd_msg("ssd_resnet50_v1_fpn_640x640_coco17_tpu-8")
-    with pytest.raises(UnsupportedModelError, match="ssd_resnet50_v1_fpn_keras.*saved_model"):
+    from zoo.pipeline_config import parse
+
+    text = (CONFIGS / "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8" / "pipeline.config").read_text()
+    text = text.replace("'ssd_resnet50_v1_fpn_keras'", "'ssd_inception_v2_keras'")
+    _, msg = model_config(parse(text))
+    with pytest.raises(UnsupportedModelError, match="ssd_inception_v2_keras.*saved_model"):
         build_ssd(msg)

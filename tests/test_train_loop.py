@@ -15,10 +15,15 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from zoo.datasets.coco import CocoDataset  # noqa: E402
-from zoo.datasets.synthetic import make_shapes_dataset  # noqa: E402
-from zoo.train.data import InputGeometry, TrainingData  # noqa: E402
-from zoo.train.trainer import Trainer, TrainConfig, WarmupCosineDecay, learning_rate_schedule  # noqa: E402
+from zoo.datasets.coco import CocoDataset
+from zoo.datasets.synthetic import make_shapes_dataset
+from zoo.train.data import InputGeometry, TrainingData
+from zoo.train.trainer import (
+    TrainConfig,
+    Trainer,
+    WarmupCosineDecay,
+    learning_rate_schedule,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_TYPE = "tiny_test_backbone"
@@ -26,7 +31,7 @@ TINY_TYPE = "tiny_test_backbone"
 TINY_CONFIG = """
 model { center_net {
   num_classes: 3
-  feature_extractor { type: "%s" }
+  feature_extractor { type: "TINY_TYPE" }
   image_resizer { keep_aspect_ratio_resizer { min_dimension: 64 max_dimension: 64 pad_to_max_dimension: true } }
   object_detection_task { task_loss_weight: 1.0 offset_loss_weight: 1.0 scale_loss_weight: 0.1
     box_head_num_filters: 16 localization_loss { l1_localization_loss { } } }
@@ -34,7 +39,7 @@ model { center_net {
     max_box_predictions: 20 classification_loss { penalty_reduced_logistic_focal_loss { alpha: 2.0 beta: 4.0 } } }
 } }
 train_config { batch_size: 4 num_steps: 10 }
-""" % TINY_TYPE
+""".replace("TINY_TYPE", TINY_TYPE)
 
 
 class TinyBackbone:
@@ -170,7 +175,8 @@ def test_mirrored_strategy_two_logical_cpus(shapes, tmp_path):
                            "detections": len(found)}}))
     """)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2
@@ -178,3 +184,50 @@ def test_mirrored_strategy_two_logical_cpus(shapes, tmp_path):
     assert report["labels"] == {"1": "circle", "2": "square", "3": "triangle"}
     assert report["detections"] == 20  # max_box_predictions of the tiny config
     assert report["mirrored"]  # the variables were created as mirrored variables
+
+
+KEYPOINT_CONFIG = TINY_CONFIG.replace("num_classes: 3", "num_classes: 1").replace(
+    "} }\ntrain_config { batch_size: 4 num_steps: 10 }",
+    """keypoint_estimation_task { task_name: "human_pose" task_loss_weight: 1.0 keypoint_class_name: "/m/01g317"
+    keypoint_regression_loss_weight: 0.1 keypoint_heatmap_loss_weight: 1.0 keypoint_offset_loss_weight: 1.0
+    per_keypoint_offset: true heatmap_head_num_filters: 16 regress_head_num_filters: 16 offset_head_num_filters: 16 }
+} }
+train_config { batch_size: 4 num_steps: 10
+  data_augmentation_options { random_horizontal_flip {
+    %s } } }
+""" % " ".join(f"keypoint_flip_permutation: {i}" for i in (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)))
+
+
+def test_keypoint_model_trains_its_keypoint_heads(shapes, tmp_path):
+    """A one-class (person) keypoint CenterNet: keypoint targets and losses take part in training."""
+    import zoo
+    from zoo.finetune import _augment_config
+    from zoo.labels import PERSON_KEYPOINTS
+    from zoo.pipeline_config import parse
+
+    assert "keypoint_estimation_task" in KEYPOINT_CONFIG
+    data = json.loads(Path(shapes.annotations_path).read_text())
+    names = list(PERSON_KEYPOINTS)
+    data["categories"] = [{"id": 1, "name": "person", "keypoints": names, "skeleton": []}]
+    for ann in data["annotations"]:
+        ann["category_id"] = 1
+        x, y, w, h = ann["bbox"]
+        pts = []
+        for k in range(len(names)):  # keypoints spread over the box, the last two not visible
+            pts += [x + w * (k + 1) / (len(names) + 1), y + h * ((k % 4) + 1) / 5, 0 if k >= 15 else 2]
+        ann["keypoints"] = pts
+        ann["num_keypoints"] = 15
+    ann_path = tmp_path / "person.json"
+    ann_path.write_text(json.dumps(data))
+    config = tmp_path / "pipeline.config"
+    config.write_text(KEYPOINT_CONFIG, encoding="utf-8")
+    assert _augment_config(parse(KEYPOINT_CONFIG)).keypoint_flip_permutation[:3] == (0, 2, 1)
+    register_tiny()
+    det = zoo.finetune(config, ann_path, images=shapes.images_dir, steps=4, batch_size=4, progress=False,
+                       recalibrate_batches=1)
+    history = det.finetune_result.history
+    for key in ("keypoint/heatmap", "keypoint/offset", "keypoint/regression"):
+        assert key in history[-1] and np.isfinite(history[-1][key]) and history[-1][key] > 0, key
+    found = det.detect(shapes.load_image(shapes.image_ids[0]))
+    assert found.keypoints is not None and found.keypoints.shape[1:] == (17, 2)
+    assert set(found.labels) == {"person"}

@@ -4,8 +4,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zoo.train.augment import AugmentConfig, Sample, augment, color_jitter, crop, horizontal_flip
-from zoo.train.targets import center_targets, draw_gaussian, gaussian_radius, gaussian_sigma
+from zoo.train.augment import (
+    AugmentConfig,
+    Sample,
+    augment,
+    color_jitter,
+    crop,
+    horizontal_flip,
+)
+from zoo.train.targets import (
+    center_targets,
+    draw_gaussian,
+    gaussian_radius,
+    gaussian_sigma,
+)
 
 
 # ----------------------------------------------------------------------------- targets
@@ -86,10 +98,9 @@ def test_focal_loss_rewards_correct_heatmaps():
 
 def test_centernet_loss_terms_and_weights():
     tf = pytest.importorskip("tensorflow")
+    from tests.conftest import CONFIGS, shared_available
     from zoo.pipeline_config import load
     from zoo.train.losses import LossWeights, centernet_loss
-
-    from tests.conftest import CONFIGS, shared_available
 
     t = center_targets(np.array([[0.25, 0.25, 0.75, 0.5]]), [1], (8, 8), 2, max_boxes=4)
     batch = {k: tf.constant(v[None]) for k, v in t.as_dict().items()}
@@ -127,7 +138,7 @@ def test_horizontal_flip_mirrors_boxes_and_permutes_keypoints():
     s = _sample()
     f = horizontal_flip(s, permutation=[1, 0])
     np.testing.assert_allclose(f.boxes[0], [10 / 40, 1 - 25 / 60, 20 / 40, 1 - 5 / 60], atol=1e-6)
-    ys, xs = np.nonzero(f.image[..., 0])
+    _, xs = np.nonzero(f.image[..., 0])
     assert xs.min() == 60 - 25 and xs.max() == 60 - 5 - 1
     # left keypoint (x=0.1) becomes the right one after the swap
     np.testing.assert_allclose(f.keypoints[0], [[0.3, 0.6], [0.3, 0.9]], atol=1e-6)
@@ -181,7 +192,7 @@ def test_training_data_pipeline(tmp_path):
     assert plain["weights"].sum() == n_objects
     assert plain["image"][48:].max() == 0  # 96x128 fitted into 64x64 -> 48x64, padded below
     assert np.count_nonzero(plain["heatmap"] == 1.0) == n_objects
-    img, frac = resize_and_pad(np.zeros((96, 128, 3), np.uint8), InputGeometry(64, 64))
+    _, frac = resize_and_pad(np.zeros((96, 128, 3), np.uint8), InputGeometry(64, 64))
     assert frac == (0.75, 1.0)
 
     batches = [{k: v.numpy() for k, v in b.items()} for b in data.tf_dataset(2).take(3)]

@@ -32,8 +32,16 @@ from .errors import ConfigError
 from .pipeline_config import Enum, Message, parse
 
 __all__ = [
-    "ExportResult", "export_model", "write_checkpoint", "write_label_map", "write_saved_model",
-    "config_to_text", "updated_config", "make_tarball", "registry_entry", "write_registry",
+    "ExportResult",
+    "config_to_text",
+    "export_model",
+    "make_tarball",
+    "registry_entry",
+    "updated_config",
+    "write_checkpoint",
+    "write_label_map",
+    "write_registry",
+    "write_saved_model",
 ]
 
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -80,7 +88,7 @@ def write_checkpoint(variable_map: Mapping[str, Any], folder: str | os.PathLike[
     roots: dict[str, tf.Module] = {}
     nodes: dict[tuple[str, ...], tf.Module] = {}
     for key, value in sorted(variable_map.items()):
-        key = key[: -len(_SUFFIX)] if key.endswith(_SUFFIX) else key
+        key = key.removesuffix(_SUFFIX)
         parts = [_unescape(p) for p in key.split("/")]
         if len(parts) < 2:
             raise ConfigError(f"checkpoint key {key!r} needs at least an object and an attribute")
@@ -120,7 +128,7 @@ def config_to_text(msg: Message, indent: int = 0) -> str:
     """Protobuf text format of a parsed config (inverse of :func:`zoo.pipeline_config.parse`)."""
     lines: list[str] = []
     pad = "  " * indent
-    for name in msg.keys():
+    for name in msg:
         for value in msg.all(name):
             if isinstance(value, Message):
                 lines.append(f"{pad}{name} {{")
@@ -137,7 +145,7 @@ def _with(msg: Message, path: list[str], value: Any) -> Message:
     """A copy of ``msg`` with the field at ``path`` replaced (created when absent)."""
     out = Message()
     done = False
-    for name in msg.keys():
+    for name in msg:
         for v in msg.all(name):
             if name == path[0] and not done:
                 done = True

@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import ConfigError, DatasetError
 
-__all__ = ["FinetuneResult", "finetune", "recalibrate_batch_norm", "evaluate_detector"]
+__all__ = ["FinetuneResult", "evaluate_detector", "finetune", "recalibrate_batch_norm"]
 
 
 @dataclasses.dataclass
@@ -119,7 +119,7 @@ def _augment_config(config: Any) -> Any:
     from .train.augment import AugmentConfig
 
     perm: tuple[int, ...] | None = None
-    train = config["train_config"] if "train_config" in config else None
+    train = config.get("train_config")
     for option in (train.all("data_augmentation_options") if train is not None else []):
         if "random_horizontal_flip" in option:
             values = option["random_horizontal_flip"].all("keypoint_flip_permutation")
@@ -260,8 +260,7 @@ def _base_name(model_or_name: Any) -> str:
     text = getattr(getattr(model_or_name, "spec", None), "name", None) or str(model_or_name)
     base = Path(text).name
     for suffix in (".tar.gz", ".tgz", ".config"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
+        base = base.removesuffix(suffix)
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in base) or "model"
 
 

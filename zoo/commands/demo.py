@@ -40,6 +40,7 @@ def load_demo_detector() -> Any:
     """The embedded detector: through the registry entry ``demo_shapes`` when there is one, else
     straight from the packaged archive (verified against ``assets/demo_shapes.json``)."""
     import zoo
+
     from ..errors import IntegrityError, NotCachedError
     from ..registry import registry
 

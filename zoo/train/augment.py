@@ -70,8 +70,8 @@ def crop(sample: Sample, window: tuple[float, float, float, float]) -> Sample:
     """
     h, w = sample.image.shape[:2]
     wy0, wx0, wy1, wx1 = window
-    py0, px0 = int(round(wy0 * h)), int(round(wx0 * w))
-    py1, px1 = max(py0 + 1, int(round(wy1 * h))), max(px0 + 1, int(round(wx1 * w)))
+    py0, px0 = round(wy0 * h), round(wx0 * w)
+    py1, px1 = max(py0 + 1, round(wy1 * h)), max(px0 + 1, round(wx1 * w))
     canvas = np.zeros((py1 - py0, px1 - px0, 3), np.uint8)
     sy0, sx0, sy1, sx1 = max(py0, 0), max(px0, 0), min(py1, h), min(px1, w)
     if sy1 > sy0 and sx1 > sx0:

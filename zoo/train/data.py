@@ -48,13 +48,16 @@ def resize_and_pad(image: np.ndarray, geometry: InputGeometry) -> tuple[np.ndarr
         new_h, new_w = geometry.height, geometry.width
     else:
         scale = min(geometry.height / h, geometry.width / w)
-        new_h = max(1, min(geometry.height, int(round(h * scale))))
-        new_w = max(1, min(geometry.width, int(round(w * scale))))
+        new_h = max(1, min(geometry.height, round(h * scale)))
+        new_w = max(1, min(geometry.width, round(w * scale)))
     if (new_h, new_w) != (h, w):
         image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     canvas = np.zeros((geometry.height, geometry.width, 3), np.float32)
     canvas[:new_h, :new_w] = image
     return canvas, (new_h / geometry.height, new_w / geometry.width)
+
+
+_DEFAULT_AUGMENT = AugmentConfig()
 
 
 class TrainingData:
@@ -71,7 +74,7 @@ class TrainingData:
         num_classes: int,
         *,
         category_ids: Sequence[int] | None = None,
-        augment_config: AugmentConfig | None = AugmentConfig(),
+        augment_config: AugmentConfig | None = _DEFAULT_AUGMENT,
         max_boxes: int = 100,
         min_overlap: float = 0.7,
         seed: int = 0,

@@ -121,12 +121,12 @@ class Trainer:
     """Runs :class:`TrainConfig` on a CenterNet with data from :class:`~zoo.train.data.TrainingData`."""
 
     def __init__(self, net: Any, data: TrainingData, config: TrainConfig, *,
-                 loss_weights: LossWeights = LossWeights(), strategy: tf.distribute.Strategy | None = None,
+                 loss_weights: LossWeights | None = None, strategy: tf.distribute.Strategy | None = None,
                  out_dir: str | os.PathLike[str] | None = None) -> None:
         self.net = net
         self.data = data
         self.config = config
-        self.loss_weights = loss_weights
+        self.loss_weights = loss_weights or LossWeights()
         self.strategy = strategy or tf.distribute.get_strategy()
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:

@@ -52,6 +52,7 @@ _PROPOSAL_SCOPE = "_feature_extractor_for_proposal_features"
 _CLASSIFIER_SCOPE = "_feature_extractor_for_box_classifier_features"
 
 
+@keras.saving.register_keras_serializable(package="odzoo")
 class FusedInferenceBatchNorm(keras.layers.BatchNormalization):
     """BatchNormalization that normalizes with the fused kernel at inference (NHWC float32 input)."""
 

@@ -1,0 +1,210 @@
+"""An inference-only view of a functional Keras model, with BatchNorm folded into its convolution.
+
+:class:`InferenceGraph` walks the layer graph of a functional ``keras.Model`` (nested functional
+models and ``Sequential`` models included) and emits plain TensorFlow ops for it, as the model
+would compute with ``training=False``, with two rewrites:
+
+* a ``Conv2D`` / ``DepthwiseConv2D`` / ``SeparableConv2D`` whose output goes only into a
+  ``BatchNormalization`` layer is computed with the normalization folded in: kernel multiplied by
+  ``gamma / sqrt(moving_variance + epsilon)``, bias ``(bias - moving_mean) * that + beta``;
+* every convolution adds its bias with ``BiasAdd`` and ``ReLU`` / ``ReLU(6)`` layers become
+  ``Relu`` / ``Relu6``.
+
+TensorFlow's graph optimizer fuses the resulting ``Conv2D + BiasAdd + Relu6`` chains into single
+kernels, which the unfused Keras 3 BatchNormalization (a multiply and an add over the whole feature
+map) prevents. The folded kernels are computed inside the graph from the model's live variables, so
+the view never goes stale: after ``fit`` or a checkpoint restore the next call uses the new weights.
+Layers it does not know are called as the model calls them (``training=False``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+__all__ = ["InferenceGraph", "count_folded"]
+
+_CONVS = (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D, keras.layers.Conv2D)
+
+
+def _is_functional(op: Any) -> bool:
+    return isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth") and hasattr(op, "inputs")
+
+
+def _graph_of(op: Any) -> Any:
+    """The functional graph behind ``op`` (a Sequential delegates to its inner functional model)."""
+    if isinstance(op, keras.Sequential):
+        inner = getattr(op, "_functional", None)
+        return inner if inner is not None and _is_functional(inner) else None
+    return op if _is_functional(op) else None
+
+
+def _foldable_conv(layer: Any) -> bool:
+    """A 2-D convolution we can re-emit: channels-last, ungrouped, no transpose."""
+    if not isinstance(layer, _CONVS) or isinstance(layer, keras.layers.Conv2DTranspose):
+        return False
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return False
+    return int(getattr(layer, "groups", 1) or 1) == 1
+
+
+def _foldable_bn(layer: Any) -> bool:
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        return False
+    axis = layer.axis if isinstance(layer.axis, int) else None
+    return axis in (-1, 3) and not getattr(layer, "renorm", False)
+
+
+def _activation(layer: Any, x: tf.Tensor) -> tf.Tensor | None:
+    """``Relu`` / ``Relu6`` for plain ReLU layers; None when the layer is something else."""
+    if not isinstance(layer, keras.layers.ReLU):
+        return None
+    if float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
+        return None
+    if layer.max_value is None:
+        return tf.nn.relu(x)
+    if float(layer.max_value) == 6.0:
+        return tf.nn.relu6(x)
+    return None
+
+
+def _bn_scale_shift(bn: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(s, t)`` with ``bn(x) == x * s + t`` at inference."""
+    scale = tf.math.rsqrt(tf.convert_to_tensor(bn.moving_variance) + bn.epsilon)
+    if bn.gamma is not None:
+        scale = scale * tf.convert_to_tensor(bn.gamma)
+    shift = -tf.convert_to_tensor(bn.moving_mean) * scale
+    if bn.beta is not None:
+        shift = shift + tf.convert_to_tensor(bn.beta)
+    return scale, shift
+
+
+def _strides(layer: Any) -> list[int]:
+    return [1, int(layer.strides[0]), int(layer.strides[1]), 1]
+
+
+def _dilations(layer: Any) -> list[int]:
+    return [1, int(layer.dilation_rate[0]), int(layer.dilation_rate[1]), 1]
+
+
+def _conv(layer: Any, x: tf.Tensor, bn: Any = None) -> tf.Tensor:
+    """The convolution ``layer`` on ``x`` (its activation included), with ``bn`` folded in if given."""
+    padding = str(layer.padding).upper()
+    bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else None
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        x = tf.nn.depthwise_conv2d(
+            x, tf.convert_to_tensor(layer.depthwise_kernel), _strides(layer), padding, dilations=layer.dilation_rate
+        )
+        kernel = tf.convert_to_tensor(layer.pointwise_kernel)
+        op = lambda inp, k: tf.nn.conv2d(inp, k, 1, "VALID")  # noqa: E731
+        out_shape = None
+    elif isinstance(layer, keras.layers.DepthwiseConv2D):
+        kernel = tf.convert_to_tensor(layer.kernel)
+        op = lambda inp, k: tf.nn.depthwise_conv2d(  # noqa: E731
+            inp, k, _strides(layer), padding, dilations=layer.dilation_rate
+        )
+        out_shape = tf.shape(kernel)[2:]  # output channel c*m+j <- input channel c, multiplier j
+    else:
+        kernel = tf.convert_to_tensor(layer.kernel)
+        op = lambda inp, k: tf.nn.conv2d(inp, k, _strides(layer), padding, dilations=_dilations(layer))  # noqa: E731
+        out_shape = None
+    if bn is not None:
+        scale, shift = _bn_scale_shift(bn)
+        kernel = kernel * (tf.reshape(scale, out_shape) if out_shape is not None else scale)
+        bias = shift if bias is None else bias * scale + shift
+    y = op(x, kernel)
+    if bias is not None:
+        y = tf.nn.bias_add(y, bias)
+    activation = getattr(layer, "activation", None)
+    if activation is not None and activation is not keras.activations.linear:
+        y = activation(y)
+    return y
+
+
+class InferenceGraph:
+    """``graph(x)`` computes ``model(x, training=False)`` with BatchNorm folded (see module docstring).
+
+    ``model`` must be a functional ``keras.Model``; ``graph.folded`` counts the folded BatchNorms
+    (known once the graph has been called).
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        if _graph_of(model) is None:
+            raise TypeError(f"InferenceGraph needs a functional keras.Model, got {type(model).__name__}")
+        self.model = model
+        self.folded = 0
+
+    def __call__(self, inputs: Any, training: bool = False) -> Any:
+        if training:
+            return self.model(inputs, training=True)
+        self.folded = 0
+        return self._run(_graph_of(self.model), inputs)
+
+    # ------------------------------------------------------------------ graph walk
+    def _run(self, graph: Any, inputs: Any) -> Any:
+        flat_inputs = tf.nest.flatten(inputs)
+        values: dict[int, Any] = {id(ref): val for ref, val in zip(graph.inputs, flat_inputs)}
+        consumers = _consumers(graph)
+        output_ids = {id(t) for t in graph.outputs}
+        fold_into: dict[int, Any] = {}  # id(BN node) -> conv layer folded into it
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                if not node.operation or node.is_input:
+                    continue
+                if any(id(t) not in values for t in node.input_tensors):
+                    continue
+                args, kwargs = node.arguments.fill_in(values)
+                outputs = self._node(node, args, kwargs, consumers, output_ids, fold_into)
+                for ref, val in zip(node.outputs, tf.nest.flatten(outputs)):
+                    values[id(ref)] = val
+        flat_out = [values[id(t)] for t in graph.outputs]
+        return tf.nest.pack_sequence_as(graph._outputs_struct, flat_out)
+
+    def _node(self, node: Any, args: tuple, kwargs: dict, consumers: dict, output_ids: set, fold_into: dict) -> Any:
+        op = node.operation
+        if kwargs.get("mask", 0) is None:  # Keras records an absent mask as mask=None
+            kwargs = {k: v for k, v in kwargs.items() if k != "mask"}
+        if id(node) in fold_into:  # a BatchNorm already folded into its convolution: identity
+            return args[0]
+        inner = _graph_of(op)
+        if inner is not None and not kwargs and len(args) == 1:
+            return self._run(inner, args[0])
+        if _foldable_conv(op) and not kwargs and len(args) == 1 and len(node.outputs) == 1:
+            out_id = id(node.outputs[0])
+            users = consumers.get(out_id, [])
+            if out_id not in output_ids and len(users) == 1 and _foldable_bn(users[0].operation):
+                fold_into[id(users[0])] = op
+                self.folded += 1
+                return _conv(op, args[0], users[0].operation)
+            return _conv(op, args[0])
+        if len(args) == 1 and not kwargs:
+            act = _activation(op, args[0])
+            if act is not None:
+                return act
+        if isinstance(op, keras.layers.Layer) and getattr(op, "_call_has_training_arg", False):
+            kwargs = dict(kwargs, training=False)
+        return op(*args, **kwargs)
+
+
+def _consumers(graph: Any) -> dict[int, list[Any]]:
+    """id(tensor) -> the nodes of ``graph`` that take it as input."""
+    out: dict[int, list[Any]] = {}
+    for nodes in graph._nodes_by_depth.values():
+        for node in nodes:
+            if not node.operation or node.is_input:
+                continue
+            seen = set()
+            for t in node.input_tensors:
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    out.setdefault(id(t), []).append(node)
+    return out
+
+
+def count_folded(model: keras.Model, input_shape: tuple[int, ...] = (1, 64, 64, 3)) -> int:
+    """How many BatchNorm layers :class:`InferenceGraph` folds for ``model`` (traces it once, symbolically)."""
+    graph = InferenceGraph(model)
+    fn = tf.function(graph, autograph=False)
+    fn.get_concrete_function(tf.TensorSpec(input_shape, tf.float32))
+    return graph.folded
