@@ -194,8 +194,9 @@ KEYPOINT_CONFIG = TINY_CONFIG.replace("num_classes: 3", "num_classes: 1").replac
 } }
 train_config { batch_size: 4 num_steps: 10
   data_augmentation_options { random_horizontal_flip {
-    %s } } }
-""" % " ".join(f"keypoint_flip_permutation: {i}" for i in (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)))
+    FLIPS } } }
+""".replace("FLIPS", " ".join(f"keypoint_flip_permutation: {i}"
+                               for i in (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15))))
 
 
 def test_keypoint_model_trains_its_keypoint_heads(shapes, tmp_path):

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-__all__ = ["InferenceGraph", "count_folded"]
+__all__ = ["InferenceGraph", "count_folded", "supports_folding"]
 
 _CONVS = (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D, keras.layers.Conv2D)
 
@@ -38,6 +38,11 @@ def _graph_of(op: Any) -> Any:
         inner = getattr(op, "_functional", None)
         return inner if inner is not None and _is_functional(inner) else None
     return op if _is_functional(op) else None
+
+
+def supports_folding(model: Any) -> bool:
+    """Whether ``model`` is a functional Keras model :class:`InferenceGraph` can walk."""
+    return _graph_of(model) is not None
 
 
 def _foldable_conv(layer: Any) -> bool:
