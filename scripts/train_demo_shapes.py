@@ -133,7 +133,7 @@ def main() -> int:
     import zoo
     from zoo.datasets.coco import CocoDataset
     from zoo.datasets.synthetic import make_shapes_dataset
-    from zoo.finetune import evaluate_detector
+    from zoo.fine_tuning import evaluate_detector
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="odzoo-demo-train-"))
     work.mkdir(parents=True, exist_ok=True)

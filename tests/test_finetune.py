@@ -28,7 +28,7 @@ def run(tmp_path_factory):
     from zoo.datasets.coco import CocoDataset
     from zoo.datasets.synthetic import make_shapes_dataset
     from zoo.export import config_to_text, updated_config
-    from zoo.finetune import evaluate_detector
+    from zoo.fine_tuning import evaluate_detector
     from zoo.pipeline_config import load
 
     root = tmp_path_factory.mktemp("finetune")

@@ -130,7 +130,7 @@ def test_trainer_lowers_loss_checkpoints_and_resumes(shapes, tmp_path):
 
 
 def test_recalibrate_batch_norm_sets_statistics_of_the_data(shapes):
-    from zoo.finetune import recalibrate_batch_norm
+    from zoo.fine_tuning import recalibrate_batch_norm
 
     net = tiny_net()
     data = TrainingData(shapes, InputGeometry(64, 64), 3, seed=0)
@@ -202,7 +202,7 @@ train_config { batch_size: 4 num_steps: 10
 def test_keypoint_model_trains_its_keypoint_heads(shapes, tmp_path):
     """A one-class (person) keypoint CenterNet: keypoint targets and losses take part in training."""
     import zoo
-    from zoo.finetune import _augment_config
+    from zoo.fine_tuning import _augment_config
     from zoo.labels import PERSON_KEYPOINTS
     from zoo.pipeline_config import parse
 

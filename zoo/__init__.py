@@ -56,7 +56,7 @@ def load(name_or_source: str | ModelSpec, **kwargs: Any) -> Detector:
 
 
 def finetune(*args: Any, **kwargs: Any) -> Detector:
-    """Fine-tune a zoo model on a COCO-format dataset. See :func:`zoo.finetune.finetune`."""
-    from .finetune import finetune as _finetune
+    """Fine-tune a zoo model on a COCO-format dataset. See :func:`zoo.fine_tuning.finetune`."""
+    from .fine_tuning import finetune as _finetune
 
     return _finetune(*args, **kwargs)

@@ -223,9 +223,7 @@ def write_saved_model(net: Any, folder: str | os.PathLike[str]) -> Path:
 
         @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
         def serve(self, input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
-            images = tf.cast(input_tensor, tf.float32)
-            preprocessed, true_shapes = net.preprocess(images)
-            detections = net.postprocess(net.predict(preprocessed), true_shapes)
+            detections = net(tf.cast(input_tensor, tf.float32))  # preprocess -> predict -> postprocess
             out = {}
             for key, value in detections.items():
                 if key == "detection_boxes_strided":

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 __all__ = ["InferenceGraph", "count_folded", "supports_folding"]
 
+MODES = ("fused", "kernel")
 _CONVS = (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D, keras.layers.Conv2D)
 
 
@@ -85,6 +86,18 @@ def _bn_scale_shift(bn: Any) -> tuple[tf.Tensor, tf.Tensor]:
     return scale, shift
 
 
+def _fused_bn(bn: Any, x: tf.Tensor) -> tf.Tensor:
+    """Inference BatchNorm as the single ``FusedBatchNormV3`` op the graph optimizer fuses into a convolution."""
+    channels = tf.shape(bn.moving_mean)
+    gamma = tf.convert_to_tensor(bn.gamma) if bn.gamma is not None else tf.ones(channels, x.dtype)
+    beta = tf.convert_to_tensor(bn.beta) if bn.beta is not None else tf.zeros(channels, x.dtype)
+    y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        x, gamma, beta, mean=tf.convert_to_tensor(bn.moving_mean), variance=tf.convert_to_tensor(bn.moving_variance),
+        epsilon=bn.epsilon, is_training=False,
+    )
+    return y
+
+
 def _strides(layer: Any) -> list[int]:
     return [1, int(layer.strides[0]), int(layer.strides[1]), 1]
 
@@ -134,10 +147,13 @@ class InferenceGraph:
     (known once the graph has been called).
     """
 
-    def __init__(self, model: keras.Model) -> None:
+    def __init__(self, model: keras.Model, mode: str = "fused") -> None:
         if _graph_of(model) is None:
             raise TypeError(f"InferenceGraph needs a functional keras.Model, got {type(model).__name__}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.model = model
+        self.mode = mode
         self.folded = 0
 
     def __call__(self, inputs: Any, training: bool = False) -> Any:
@@ -179,9 +195,12 @@ class InferenceGraph:
             out_id = id(node.outputs[0])
             users = consumers.get(out_id, [])
             if out_id not in output_ids and len(users) == 1 and _foldable_bn(users[0].operation):
+                bn = users[0].operation
                 fold_into[id(users[0])] = op
                 self.folded += 1
-                return _conv(op, args[0], users[0].operation)
+                if self.mode == "kernel":
+                    return _conv(op, args[0], bn)
+                return _fused_bn(bn, _conv(op, args[0]))
             return _conv(op, args[0])
         if len(args) == 1 and not kwargs:
             act = _activation(op, args[0])

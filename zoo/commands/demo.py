@@ -37,28 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_demo_detector() -> Any:
-    """The embedded detector: through the registry entry ``demo_shapes`` when there is one, else
-    straight from the packaged archive (verified against ``assets/demo_shapes.json``)."""
+    """The embedded detector, through its registry entry ``demo_shapes`` (a packaged, pinned archive)."""
     import zoo
 
-    from ..errors import IntegrityError, NotCachedError
-    from ..registry import registry
-
-    if DEMO_MODEL in registry():
-        return zoo.load(DEMO_MODEL, progress=False)
-    facts_path = ASSETS / f"{DEMO_MODEL}.json"
-    archive = ASSETS / f"{DEMO_MODEL}.tar.gz"
-    if not archive.is_file() or not facts_path.is_file():
-        raise NotCachedError(f"the embedded demo model is missing from {ASSETS}; reinstall odzoo "
-                             "or rebuild it with scripts/train_demo_shapes.py")
-    facts = json.loads(facts_path.read_text(encoding="utf-8"))
-    import hashlib
-
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    if digest != facts["sha256"]:
-        raise IntegrityError(f"{archive} has sha256 {digest}, expected {facts['sha256']}; reinstall odzoo")
-    labels = {int(k): str(v) for k, v in facts["label_map"].items()}
-    return zoo.load(str(archive), label_map=labels, progress=False)
+    return zoo.load(DEMO_MODEL, progress=False)
 
 
 def run_demo(out: Path, *, images: int = DEMO_IMAGES, extra_image: str | None = None,

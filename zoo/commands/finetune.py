@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train, export, print where things went."""
     from ..errors import ConfigError
-    from ..finetune import finetune
+    from ..fine_tuning import finetune
 
     for flag in ("steps", "batch_size", "num_classes", "checkpoint_every"):
         value = getattr(args, flag)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
-import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -283,14 +281,3 @@ def _export_and_reload(net: Any, config: Any, labels: Mapping[int, str], out: Pa
     det = zoo_load(spec, progress=False)
     det.finetune_result = result  # type: ignore[attr-defined]
     return det
-
-
-class _CallableModule(types.ModuleType):
-    """Importing ``zoo.finetune`` (this module) rebinds the package attribute ``zoo.finetune`` from
-    the function to the module; calling the module keeps ``zoo.finetune(...)`` working either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return finetune(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
