@@ -15,6 +15,7 @@ import numpy as np
 
 from .detections import Detections
 from .images import ImageBatch, normalize_images
+from .masks import reframe_box_masks
 
 __all__ = ["Detector"]
 
@@ -122,6 +123,9 @@ class Detector:
         classes = np.rint(np.asarray(out["detection_classes"])[0][:n]).astype(np.int64)
         keypoints = out.get("detection_keypoints")
         keypoint_scores = out.get("detection_keypoint_scores")
+        masks = out.get("detection_masks")
+        if masks is not None:  # box-relative [N, h, w] (Mask R-CNN) -> image pixels
+            masks = reframe_box_masks(np.asarray(masks)[0][:n], boxes, image_size)
         return Detections.from_normalized(
             boxes,
             scores,
@@ -130,4 +134,5 @@ class Detector:
             label_map=self.label_map,
             keypoints_normalized=None if keypoints is None else np.asarray(keypoints)[0][:n],
             keypoint_scores=None if keypoint_scores is None else np.asarray(keypoint_scores)[0][:n],
+            masks=masks,
         )
