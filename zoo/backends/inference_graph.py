@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-__all__ = ["InferenceGraph", "count_folded", "supports_folding"]
+__all__ = ["MODES", "InferenceGraph", "count_folded", "supports_folding"]
 
 MODES = ("fused", "kernel")
 _CONVS = (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D, keras.layers.Conv2D)

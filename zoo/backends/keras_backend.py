@@ -9,12 +9,20 @@ batch size reuse one trace. Autograph is off: the graph has no Python control fl
 converting the code would add seconds to the cold start. ``jit_compile=True`` asks XLA to compile it; if XLA rejects the graph the
 backend falls back to the plain graph and says so in ``jit_fallback_reason``.
 
-With ``fold_batchnorm=True`` (the default) the traced graph runs the network through an
-:class:`~zoo.backends.inference_graph.InferenceGraph`: the same weights, with every BatchNorm that
-follows a convolution folded into it, which lets TensorFlow fuse convolution, bias and ReLU6 into
-one kernel. The folding is computed inside the graph from the live variables, so training or
-restoring weights afterwards is reflected by the next call; :attr:`net` and its ``keras_model`` stay
-the trainable Keras objects. Networks whose ``keras_model`` is not a functional Keras model run as is.
+``fold_batchnorm`` picks how the traced graph runs the network (see
+:class:`~zoo.backends.inference_graph.InferenceGraph`): ``"fused"`` (default, also ``True``) emits
+each BatchNorm that follows a convolution as one ``FusedBatchNormV3`` op, which TensorFlow's graph
+optimizer fuses with the convolution, bias and ReLU6 (same arithmetic as the Keras layers, so even
+near-tied scores keep their order); ``"kernel"`` folds the BatchNorm into the convolution's kernel and
+bias (faster still; outputs differ from the unfolded model by float rounding, ~1e-6 relative, which
+can swap detections whose scores tie within that); ``False`` calls the Keras model as is. The graph
+reads the live variables, so training or restoring weights later is reflected by the next call;
+:attr:`net` and its ``keras_model`` stay the trainable Keras objects. Networks whose ``keras_model``
+is not a functional Keras model run as is.
+
+``sparse_heads=True`` (default, with folding on) lets a box-only CenterNet evaluate its box-size and
+offset heads only at the detected peaks (:mod:`zoo.backends.centernet_sparse`) instead of over the
+whole output grid; the detections are the same (float rounding apart).
 """
 from __future__ import annotations
 
@@ -23,7 +31,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from .inference_graph import InferenceGraph, supports_folding
+from ..errors import ConfigError
+from .centernet_sparse import sparse_centernet_call, supports_sparse_heads
+from .inference_graph import MODES, InferenceGraph, supports_folding
 
 __all__ = ["KerasBackend"]
 
@@ -36,20 +46,31 @@ class KerasBackend:
     name = "keras"
     supports_batch = True
 
-    def __init__(self, net: Any, *, jit_compile: bool = False, fold_batchnorm: bool = True) -> None:
+    def __init__(
+        self, net: Any, *, jit_compile: bool = False, fold_batchnorm: bool | str = True, sparse_heads: bool = True
+    ) -> None:
         self.net = net
         self.keras_model = net.keras_model
         self.trace_count = 0
         self.jit_compile = bool(jit_compile)
         self.jit_fallback_reason: str | None = None
-        self.fold_batchnorm = bool(fold_batchnorm) and supports_folding(self.keras_model)
+        mode = "fused" if fold_batchnorm is True else fold_batchnorm
+        if mode not in (False, None, *MODES):
+            raise ConfigError(f"fold_batchnorm must be True, False or one of {MODES}, got {fold_batchnorm!r}")
+        #: the InferenceGraph mode in use ("fused" / "kernel"), or None when the Keras model runs as is
+        self.fold_batchnorm: str | None = mode if mode and supports_folding(self.keras_model) else None
         self.folded_batchnorms = 0  # BatchNorm layers folded in the traced graph (known after tracing)
+        #: whether box heads are evaluated at the peaks only (see zoo.backends.centernet_sparse)
+        self.sparse_heads = bool(sparse_heads and self.fold_batchnorm and supports_sparse_heads(net))
         self._fn = self._make(self.jit_compile)
 
     def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         self.trace_count += 1  # Python side effect: runs once per trace, never per call
-        if self.fold_batchnorm and self.net.keras_model is self.keras_model:
-            graph = InferenceGraph(self.keras_model)
+        if self.sparse_heads and self.net.keras_model is self.keras_model:
+            result, self.folded_batchnorms = sparse_centernet_call(self.net, images, self.fold_batchnorm)  # type: ignore[arg-type]
+            out = dict(result)
+        elif self.fold_batchnorm and self.net.keras_model is self.keras_model:
+            graph = InferenceGraph(self.keras_model, self.fold_batchnorm)
             self.net.keras_model = graph  # only while tracing: the net's predict() calls it like the model
             try:
                 out = dict(self.net(images))

@@ -45,6 +45,7 @@ from .box_coders import FasterRcnnBoxCoder
 from .layers import variable_attributes
 from .nms import NmsConfig, batch_multiclass_nms, nms_config_from_config
 from .preprocess import Resizer, resize_batch, resizer_from_config
+from .score_converters import convert_scores
 from .ssd import ConvHyperparams
 
 __all__ = [
@@ -487,12 +488,7 @@ class FasterRCNN:
     # ------------------------------------------------------------------ postprocessing
     def convert_scores(self, logits: tf.Tensor) -> tf.Tensor:
         """The second-stage score converter (with ``logit_scale``)."""
-        scaled = tf.multiply(logits, 1.0 / self.config.logit_scale)
-        if self.config.score_converter == "SIGMOID":
-            return tf.sigmoid(scaled)
-        if self.config.score_converter == "SOFTMAX":
-            return tf.nn.softmax(scaled)
-        return scaled
+        return convert_scores(logits, self.config.score_converter, self.config.logit_scale)
 
     def postprocess(self, predictions: dict[str, Any], true_image_shapes: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         """Detections as the original's ``postprocess``: boxes normalized to the true image, 0-based classes."""

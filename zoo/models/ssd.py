@@ -35,6 +35,7 @@ from .box_coders import FasterRcnnBoxCoder, box_coder_from_config
 from .layers import variable_attributes
 from .nms import NmsConfig, batch_multiclass_nms, nms_config_from_config
 from .preprocess import Resizer, resize_batch, resizer_from_config
+from .score_converters import convert_scores
 
 __all__ = [
     "FEATURE_EXTRACTORS",
@@ -664,12 +665,7 @@ class SSD:
 
     def convert_scores(self, logits: tf.Tensor) -> tf.Tensor:
         """The post-processing score converter (with ``logit_scale``)."""
-        scaled = tf.multiply(logits, 1.0 / self.config.logit_scale)
-        if self.config.score_converter == "SIGMOID":
-            return tf.sigmoid(scaled)
-        if self.config.score_converter == "SOFTMAX":
-            return tf.nn.softmax(scaled)
-        return scaled
+        return convert_scores(logits, self.config.score_converter, self.config.logit_scale)
 
     def postprocess(self, predictions: dict[str, Any], true_shapes: tf.Tensor) -> dict[str, tf.Tensor]:
         """Detections as the original's ``postprocess``: normalized boxes, 0-based classes, raw outputs."""

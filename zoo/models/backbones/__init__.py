@@ -58,6 +58,7 @@ __all__ = [
     "available_backbones",
     "get_backbone",
     "layers_with_weights",
+    "nested_base_checkpoint_map",
     "register_backbone",
 ]
 
@@ -145,3 +146,25 @@ def layers_with_weights(model: Any) -> list[Any]:
     (topological) order, so a Keras 3 rebuild with the same construction order gets the same N.
     """
     return [layer for layer in model.layers if layer.weights]
+
+
+def nested_base_checkpoint_map(model: Any, base_name: str) -> dict[str, Any]:
+    """Checkpoint keys of an extractor that nests a base network as one layer of its own model.
+
+    The original writes the base network's weights as ``_base_model/layer_with_weights-N/...`` and
+    the extractor's own layers (FPN, upsampling) as ``_feature_extractor_model/layer_with_weights-N/...``,
+    where N counts the extractor model's weighted layers *including* the nested base at its place.
+    """
+    from ..layers import variable_attributes
+
+    mapping: dict[str, Any] = {}
+    base = model.get_layer(base_name)
+    for n, layer in enumerate(layers_with_weights(base)):
+        for attr, var in variable_attributes(layer):
+            mapping[f"_base_model/layer_with_weights-{n}/{attr}"] = var
+    for n, layer in enumerate(layers_with_weights(model)):
+        if layer is base:
+            continue
+        for attr, var in variable_attributes(layer):
+            mapping[f"_feature_extractor_model/layer_with_weights-{n}/{attr}"] = var
+    return mapping

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import keras
 import tensorflow as tf
 
-from ..layers import channel_normalize, feature_extractor_options, make_divisible, variable_attributes
-from . import BackboneFactory, layers_with_weights, register_backbone
+from ..layers import channel_normalize, feature_extractor_options, make_divisible
+from . import BackboneFactory, nested_base_checkpoint_map, register_backbone
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...pipeline_config import Message
@@ -151,17 +151,7 @@ class MobileNetV2FPNBackbone:
 
     def checkpoint_map(self, model: keras.Model) -> dict[str, keras.Variable]:
         """Checkpoint keys (``_base_model/...``, ``_feature_extractor_model/...``) -> variables."""
-        mapping: dict[str, keras.Variable] = {}
-        base = model.get_layer(_BASE_NAME)
-        for n, layer in enumerate(layers_with_weights(base)):
-            for attr, var in variable_attributes(layer):
-                mapping[f"_base_model/layer_with_weights-{n}/{attr}"] = var
-        for n, layer in enumerate(layers_with_weights(model)):
-            if layer is base:
-                continue
-            for attr, var in variable_attributes(layer):
-                mapping[f"_feature_extractor_model/layer_with_weights-{n}/{attr}"] = var
-        return mapping
+        return nested_base_checkpoint_map(model, _BASE_NAME)
 
 
 def _factory(always_separable: bool, type_name: str) -> BackboneFactory:
