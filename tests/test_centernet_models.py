@@ -158,8 +158,8 @@ def test_padding_quirk_reproduced_zero_area_boxes_in_padding(synth_checkpoints) 
     boxes = ref["postprocess/detection_boxes_strided"][0]
     # The reference image is 384x512 inside a 512x512 pad: grid rows >= 96 lie in the padding.
     # The mask keeps every row below 384 (pixels), i.e. all 128 grid rows.
-    from zoo.models.centernet import _true_image_mask
+    from zoo.models.centernet import true_image_mask
 
-    mask = _true_image_mask(tf.zeros([1, 128, 128, 1]), tf.constant([[384, 512, 3]]))
+    mask = true_image_mask(tf.zeros([1, 128, 128, 1]), tf.constant([[384, 512, 3]]))
     assert float(tf.reduce_min(mask)) == 1.0
     assert boxes.shape == (100, 4)

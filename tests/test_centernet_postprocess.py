@@ -8,7 +8,7 @@ import tensorflow as tf
 from zoo.errors import ConfigError
 from zoo.models.centernet import (
     KeypointTask,
-    _true_image_mask,
+    true_image_mask,
     boxes_at_peaks,
     normalize_strided,
     postprocess_keypoints,
@@ -71,7 +71,7 @@ def test_top_k_keeps_local_peaks_and_decodes_indices() -> None:
 
 
 def test_true_image_mask_compares_grid_with_pixels() -> None:
-    mask = _true_image_mask(tf.zeros([2, 8, 8, 1]), tf.constant([[6, 3, 3], [384, 512, 3]])).numpy()[..., 0]
+    mask = true_image_mask(tf.zeros([2, 8, 8, 1]), tf.constant([[6, 3, 3], [384, 512, 3]])).numpy()[..., 0]
     assert mask[0, :6, :3].all() and not mask[0, 6:].any() and not mask[0, :, 3:].any()
     assert mask[1].all()  # pixel sizes exceed every grid index: nothing masked (the original's quirk)
 

@@ -256,3 +256,20 @@ def test_centernet_sparse_box_heads(cache: Path, image: np.ndarray) -> None:
     finally:
         bias.assign(saved)
     assert sparse.trace_count == 1
+
+
+def test_rewrite_failure_falls_back_to_the_keras_model() -> None:
+    """A net that needs more of its model than calling it gets the plain model, and says so."""
+
+    class Picky(_Net):
+        def __call__(self, images):
+            self.keras_model.get_layer(index=0)  # an InferenceGraph has no get_layer
+            return super().__call__(images)
+
+    model = _toy_model()
+    backend = KerasBackend(Picky(model))
+    batch = np.full((1, 8, 8, 3), 9, np.uint8)
+    out = backend.infer(batch)
+    assert backend.fold_batchnorm is None and "running the Keras model as is" in backend.fold_fallback_reason
+    expected = KerasBackend(_Net(model), fold_batchnorm=False).infer(batch)
+    np.testing.assert_allclose(out["detection_scores"], expected["detection_scores"], rtol=1e-6)

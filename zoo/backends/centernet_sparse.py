@@ -113,7 +113,7 @@ def sparse_centernet_call(net: Any, images: tf.Tensor, mode: str = "fused") -> t
     the centre head. Returns the ``postprocess`` dict and the number of BatchNorm layers folded.
     Only for networks where :func:`supports_sparse_heads` holds.
     """
-    from ..models.centernet import _true_image_mask, top_k_locations
+    from ..models.centernet import true_image_mask, top_k_locations
 
     preprocessed, true_shapes = net.preprocess(images)
     backbone, center_head = InferenceGraph(net.backbone_model, mode), InferenceGraph(net.heads[_CENTER][0], mode)
@@ -123,7 +123,7 @@ def sparse_centernet_call(net: Any, images: tf.Tensor, mode: str = "fused") -> t
     center_logits = center_head(features)
     # The peaks postprocess() will find: same ops on the same heatmap.
     center = tf.sigmoid(center_logits)
-    center = center * _true_image_mask(center, true_shapes)
+    center = center * true_image_mask(center, true_shapes)
     _, ys, xs, _ = top_k_locations(center, net.config.peak_max_pool_kernel_size, net.config.max_detections)
     predictions = {_CENTER: [center_logits]}
     for name in (_SCALE, _OFFSET):

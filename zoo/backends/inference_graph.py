@@ -106,32 +106,41 @@ def _dilations(layer: Any) -> list[int]:
     return [1, int(layer.dilation_rate[0]), int(layer.dilation_rate[1]), 1]
 
 
-def _conv(layer: Any, x: tf.Tensor, bn: Any = None) -> tf.Tensor:
-    """The convolution ``layer`` on ``x`` (its activation included), with ``bn`` folded in if given."""
+def _kernel_op(layer: Any, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, Any]:
+    """``(input of the last op, its kernel, reshape of a per-output-channel vector onto the kernel)``.
+
+    A separable convolution's depthwise part is applied here; its pointwise kernel is returned.
+    """
     padding = str(layer.padding).upper()
-    bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else None
     if isinstance(layer, keras.layers.SeparableConv2D):
         x = tf.nn.depthwise_conv2d(
             x, tf.convert_to_tensor(layer.depthwise_kernel), _strides(layer), padding, dilations=layer.dilation_rate
         )
-        kernel = tf.convert_to_tensor(layer.pointwise_kernel)
-        op = lambda inp, k: tf.nn.conv2d(inp, k, 1, "VALID")  # noqa: E731
-        out_shape = None
-    elif isinstance(layer, keras.layers.DepthwiseConv2D):
-        kernel = tf.convert_to_tensor(layer.kernel)
-        op = lambda inp, k: tf.nn.depthwise_conv2d(  # noqa: E731
-            inp, k, _strides(layer), padding, dilations=layer.dilation_rate
-        )
-        out_shape = tf.shape(kernel)[2:]  # output channel c*m+j <- input channel c, multiplier j
-    else:
-        kernel = tf.convert_to_tensor(layer.kernel)
-        op = lambda inp, k: tf.nn.conv2d(inp, k, _strides(layer), padding, dilations=_dilations(layer))  # noqa: E731
-        out_shape = None
+        return x, tf.convert_to_tensor(layer.pointwise_kernel), None
+    kernel = tf.convert_to_tensor(layer.kernel)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return x, kernel, tf.shape(kernel)[2:]  # output channel c*m+j <- input channel c, multiplier j
+    return x, kernel, None
+
+
+def _apply_kernel(layer: Any, x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        return tf.nn.conv2d(x, kernel, 1, "VALID")
+    padding = str(layer.padding).upper()
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return tf.nn.depthwise_conv2d(x, kernel, _strides(layer), padding, dilations=layer.dilation_rate)
+    return tf.nn.conv2d(x, kernel, _strides(layer), padding, dilations=_dilations(layer))
+
+
+def _conv(layer: Any, x: tf.Tensor, bn: Any = None) -> tf.Tensor:
+    """The convolution ``layer`` on ``x`` (its activation included), with ``bn`` folded in if given."""
+    x, kernel, channel_shape = _kernel_op(layer, x)
+    bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else None
     if bn is not None:
         scale, shift = _bn_scale_shift(bn)
-        kernel = kernel * (tf.reshape(scale, out_shape) if out_shape is not None else scale)
+        kernel = kernel * (tf.reshape(scale, channel_shape) if channel_shape is not None else scale)
         bias = shift if bias is None else bias * scale + shift
-    y = op(x, kernel)
+    y = _apply_kernel(layer, x, kernel)
     if bias is not None:
         y = tf.nn.bias_add(y, bias)
     activation = getattr(layer, "activation", None)

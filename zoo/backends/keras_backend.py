@@ -62,25 +62,36 @@ class KerasBackend:
         self.folded_batchnorms = 0  # BatchNorm layers folded in the traced graph (known after tracing)
         #: whether box heads are evaluated at the peaks only (see zoo.backends.centernet_sparse)
         self.sparse_heads = bool(sparse_heads and self.fold_batchnorm and supports_sparse_heads(net))
+        self.fold_fallback_reason: str | None = None  # set if the rewrite failed and the model ran as is
         self._fn = self._make(self.jit_compile)
 
     def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         self.trace_count += 1  # Python side effect: runs once per trace, never per call
-        if self.sparse_heads and self.net.keras_model is self.keras_model:
-            result, self.folded_batchnorms = sparse_centernet_call(self.net, images, self.fold_batchnorm)  # type: ignore[arg-type]
-            out = dict(result)
-        elif self.fold_batchnorm and self.net.keras_model is self.keras_model:
-            graph = InferenceGraph(self.keras_model, self.fold_batchnorm)
-            self.net.keras_model = graph  # only while tracing: the net's predict() calls it like the model
+        out = None
+        if self.fold_batchnorm and self.net.keras_model is self.keras_model:
             try:
-                out = dict(self.net(images))
-            finally:
-                self.net.keras_model = self.keras_model
-            self.folded_batchnorms = graph.folded
-        else:
+                out = self._serve_optimised(images)
+            except (AttributeError, TypeError, KeyError) as exc:  # a layer graph the rewrite does not understand
+                self.fold_fallback_reason = f"inference graph rewrite failed, running the Keras model as is: {exc}"
+                self.fold_batchnorm, self.sparse_heads, self.folded_batchnorms = None, False, 0
+        if out is None:
             out = dict(self.net(images))
         out["detection_classes"] = tf.cast(out["detection_classes"], tf.float32) + 1.0
         out["num_detections"] = tf.cast(out["num_detections"], tf.float32)
+        return out
+
+    def _serve_optimised(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        mode = str(self.fold_batchnorm)
+        if self.sparse_heads:
+            result, self.folded_batchnorms = sparse_centernet_call(self.net, images, mode)
+            return dict(result)
+        graph = InferenceGraph(self.keras_model, mode)
+        self.net.keras_model = graph  # only while tracing: the net's predict() calls it like the model
+        try:
+            out = dict(self.net(images))
+        finally:
+            self.net.keras_model = self.keras_model
+        self.folded_batchnorms = graph.folded
         return out
 
     def _make(self, jit: bool) -> Any:

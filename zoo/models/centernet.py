@@ -18,7 +18,10 @@ import tensorflow as tf
 from .backbones import Backbone
 from .preprocess import Resizer, resize_batch
 
-__all__ = ["BOX_OFFSET", "BOX_SCALE", "OBJECT_CENTER", "CenterNet", "CenterNetConfig", "HeadSpec"]
+__all__ = [
+    "BOX_OFFSET", "BOX_SCALE", "OBJECT_CENTER", "CenterNet", "CenterNetConfig", "HeadSpec", "top_k_locations",
+    "true_image_mask",
+]
 
 OBJECT_CENTER = "object_center"
 BOX_SCALE = "box/scale"
@@ -160,7 +163,7 @@ class CenterNet:
     def postprocess(self, predictions: dict[str, list[tf.Tensor]], true_shapes: tf.Tensor) -> dict[str, tf.Tensor]:
         """Detections as the original's ``postprocess``: normalized boxes, 0-based classes, keypoints."""
         center = tf.sigmoid(predictions[OBJECT_CENTER][-1])
-        center = center * _true_image_mask(center, true_shapes)
+        center = center * true_image_mask(center, true_shapes)
         scores, ys, xs, classes = top_k_locations(
             center, self.config.peak_max_pool_kernel_size, self.config.max_detections
         )
@@ -192,7 +195,7 @@ class CenterNet:
         return self.postprocess(self.predict(preprocessed), true_shapes)
 
 
-def _true_image_mask(heatmap: tf.Tensor, true_shapes: tf.Tensor) -> tf.Tensor:
+def true_image_mask(heatmap: tf.Tensor, true_shapes: tf.Tensor) -> tf.Tensor:
     """1 where the grid row/column index is below the true image height/width (in *pixels*)."""
     shape = tf.shape(heatmap)
     rows = tf.range(shape[1])[tf.newaxis, :, tf.newaxis]

@@ -60,7 +60,10 @@ __all__ = [
 
 # feature_extractor.type -> (module under zoo.models.backbones, factory name).
 FEATURE_EXTRACTORS: dict[str, tuple[str, str]] = {
-    f"faster_rcnn_resnet{d}_keras": ("faster_rcnn_resnet", f"faster_rcnn_resnet{d}_keras") for d in (50, 101, 152)
+    **{f"faster_rcnn_resnet{d}_keras": ("faster_rcnn_resnet", f"faster_rcnn_resnet{d}_keras") for d in (50, 101, 152)},
+    "faster_rcnn_inception_resnet_v2_keras": (
+        "faster_rcnn_inception_resnet_v2", "faster_rcnn_inception_resnet_v2_keras"
+    ),
 }
 
 _PREFIX = "model/"
