@@ -41,14 +41,18 @@ def test_odzoo_demo_runs_offline_and_writes_its_outputs(tmp_path, monkeypatch, c
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "mAP@[.5:.95]" in text and str(out) in text
-    for name in ("detections.json", "metrics.json", "annotated.png", "annotated_mine.png", "bench/report.md",
-                 "bench/results.json"):
+    for name in ("bench/detections-demo_shapes.json", "metrics.json", "annotated.png", "annotated_mine.png",
+                 "bench/report.md", "bench/results.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 8
     assert metrics["stats"]["AP50"] > 0.5  # the embedded detector finds the shapes
     bench = json.loads((out / "bench" / "results.json").read_text())
-    assert "error" not in bench["models"][0]
+    record = bench["models"][0]
+    assert "error" not in record
+    assert record["times"]["load_s"] > 0 and record["times"]["first_call_s"] > 0  # measured, not skipped
+    results = json.loads((out / "bench" / "detections-demo_shapes.json").read_text())
+    assert {r["image_id"] for r in results} <= set(range(1, 9)) and len(results) == record["num_results"]
     drawn = Image.open(out / "annotated.png")
     assert drawn.size == (256, 256)
     original = Image.open(out / "heldout" / "images" / "000001.png")

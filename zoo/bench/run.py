@@ -22,7 +22,7 @@ import numpy as np
 
 from ..datasets.coco import CocoDataset
 from ..errors import ZooError
-from ..eval.coco_results import category_mapping, detections_to_coco, is_coco_label_map
+from ..eval.coco_results import category_mapping, detections_to_coco, is_coco_label_map, write_results
 from ..eval.evaluate import evaluate, evaluator_version, resolve_evaluator
 from ..labels import COCO_LABELS
 from . import latency as lat
@@ -230,10 +230,13 @@ def bench_detector(
     load_memory: dict[str, Any] | None = None,
     name: str | None = None,
     keypoint_dataset: CocoDataset | None = None,
+    results_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Benchmark one loaded detector; returns its record for ``results.json``.
 
     ``name`` is used when the detector has no registry spec (a model loaded from a folder or archive).
+    With ``results_dir`` the COCO results on ``dataset`` are kept as
+    ``results_dir/detections-<model>.json`` (``odzoo eval`` reads them), named in the record.
     """
     options = options or BenchOptions()
     plan = plan or plan_device(options.device)
@@ -289,6 +292,9 @@ def bench_detector(
                                  max_detections=options.max_detections, plan=plan)
         record["num_results"] = len(results)
         record["accuracy"] = evaluate_results(detector, dataset, results, options.evaluator, keypoint_dataset)
+        if results_dir is not None:
+            target = Path(results_dir) / f"detections-{record['model']}.json"
+            record["detections_file"] = str(write_results(results, target))
     record["protocol"] = protocol(detector, dataset, options)
     record["summary"] = _deltas(record["accuracy"], record["latency"], record["published"])
     return record
@@ -348,10 +354,10 @@ def run(
                         detector, times = acquire(entry, options.backend)
                 record = bench_detector(detector, dataset=dataset, options=options, plan=plan, times=times,
                                         load_memory=probe.result, name=Path(entry).name.removesuffix(".tar.gz"),
-                                        keypoint_dataset=keypoint_dataset)
+                                        keypoint_dataset=keypoint_dataset, results_dir=out_dir)
             else:
                 record = bench_detector(entry, dataset=dataset, options=options, plan=plan,
-                                        keypoint_dataset=keypoint_dataset)
+                                        keypoint_dataset=keypoint_dataset, results_dir=out_dir)
         except ZooError as exc:
             name = entry if isinstance(entry, str) else _spec_value(entry, "name", repr(entry))
             record = {"model": name, "error": f"{type(exc).__name__}: {exc}"}
