@@ -1,7 +1,6 @@
 """Shared test fixtures: every test runs against an empty, private cache and a clean environment."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -35,5 +34,10 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return cache
 
 
-def shared_available() -> bool:
-    return (SHARED / "README.md").is_file()
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The suite checks odzoo against ../shared (zoo manifests, configs, reference outputs): say so plainly."""
+    if not (SHARED / "README.md").is_file():
+        raise pytest.UsageError(
+            f"the tests need the folder {SHARED} (zoo manifests, configs and reference outputs) beside the "
+            "repository; see README.md, 'Set up'"
+        )

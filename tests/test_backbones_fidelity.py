@@ -30,9 +30,8 @@ import tensorflow as tf
 from zoo.checkpoint import restore
 from zoo.models.builder import build_model
 
-from .conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS, shared_available
+from .conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
 
-pytestmark = pytest.mark.skipif(not shared_available(), reason="needs ../shared (fixtures, manifests, tools)")
 
 # Hourglass pairs: (model whose backbone pass is run, model that reuses the features).
 HOURGLASS_PAIRS = (

@@ -113,7 +113,6 @@ def test_compare_flags_injected_regressions(results_json: Path, tmp_path: Path, 
     assert rows and not any(r["regression"] for r in rows)
 
 
-@pytest.mark.skipif(not (FIXTURES / "tarballs").is_dir(), reason="needs the ../shared stand-in tarballs")
 def test_bench_cli_with_a_zoo_model(shapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A stand-in zoo archive through zoo.download + zoo.load (saved_model backend), on CPU."""
     data = json.loads((shapes / "annotations.json").read_text())

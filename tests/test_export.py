@@ -8,9 +8,9 @@ import tarfile
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf
 
-from tests.conftest import CONFIGS, shared_available
+from tests.conftest import CONFIGS
 from tests.test_train_loop import TINY_CONFIG, register_tiny
 from zoo.export import (
     config_to_text,
@@ -88,7 +88,6 @@ def test_checkpoint_keys_are_exactly_the_map(tmp_path):
         [0.0, 1.0])
 
 
-@pytest.mark.skipif(not shared_available(), reason="needs ../shared configs")
 def test_config_text_round_trips_every_zoo_config():
     configs = sorted(CONFIGS.glob("*/pipeline.config"))
     assert len(configs) >= 40

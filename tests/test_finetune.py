@@ -11,9 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import CONFIGS, FIXTURES, MANIFESTS, TOOLS, shared_available
+from tests.conftest import CONFIGS, FIXTURES, MANIFESTS, TOOLS
 
-pytestmark = pytest.mark.skipif(not shared_available(), reason="needs ../shared (zoo manifests and configs)")
 
 ZOO_NAME = "centernet_mobilenetv2fpn_512x512_coco17_od"
 LABELS = {1: "circle", 2: "square", 3: "triangle"}

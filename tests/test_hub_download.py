@@ -281,7 +281,7 @@ def test_trust_on_first_use_records_and_enforces(ssd, zoo, isolated_env, tmp_pat
 
 
 def test_registry_spec_through_mirror(server, monkeypatch, isolated_env):
-    registry = pytest.importorskip("zoo.registry")
+    from zoo import registry
     monkeypatch.setenv("ODZOO_MIRROR", server.base)
     spec = registry.get("ssd_mobilenet_v2_fpnlite_320")
     path = fetch(spec)

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
+import keras
 
 from zoo.datasets.coco import CocoDataset
 from zoo.datasets.synthetic import make_shapes_dataset

@@ -74,7 +74,7 @@ def test_keypoint_targets():
 
 # ----------------------------------------------------------------------------- losses
 def test_focal_loss_rewards_correct_heatmaps():
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     from zoo.train.losses import focal_loss_sum
 
     target = np.zeros((1, 8, 8, 1), np.float32)
@@ -97,9 +97,9 @@ def test_focal_loss_rewards_correct_heatmaps():
 
 
 def test_centernet_loss_terms_and_weights():
-    tf = pytest.importorskip("tensorflow")
-    from tests.conftest import CONFIGS, shared_available
-    from zoo.pipeline_config import load
+    import tensorflow as tf
+    from tests.conftest import CONFIGS
+    from zoo.pipeline_config import load, model_config
     from zoo.train.losses import LossWeights, centernet_loss
 
     t = center_targets(np.array([[0.25, 0.25, 0.75, 0.5]]), [1], (8, 8), 2, max_boxes=4)
@@ -117,12 +117,9 @@ def test_centernet_loss_terms_and_weights():
     off = centernet_loss({"object_center": [logits, logits], "box/scale": [scale, scale], "box/offset": offset}, batch)
     assert float(off["box/scale"]) == pytest.approx(0.2, rel=1e-5)
     assert float(off["total"]) == pytest.approx(float(off["object_center"] + off["box/scale"] + off["box/offset"]))
-    if shared_available():
-        from zoo.pipeline_config import model_config
-
-        _, cn = model_config(load(CONFIGS / "centernet_mobilenetv2fpn_512x512_coco17_od" / "pipeline.config"))
-        w = LossWeights.from_config(cn)
-        assert (w.scale, w.offset, w.object_center, w.alpha, w.beta, w.min_box_overlap_iou) == (0.1, 1.0, 1.0, 2.0, 4.0, 0.7)
+    _, cn = model_config(load(CONFIGS / "centernet_mobilenetv2fpn_512x512_coco17_od" / "pipeline.config"))
+    w = LossWeights.from_config(cn)
+    assert (w.scale, w.offset, w.object_center, w.alpha, w.beta, w.min_box_overlap_iou) == (0.1, 1.0, 1.0, 2.0, 4.0, 0.7)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -178,7 +175,6 @@ def test_augment_is_deterministic_and_keeps_boxes_valid():
 
 # ----------------------------------------------------------------------------- input pipeline
 def test_training_data_pipeline(tmp_path):
-    pytest.importorskip("tensorflow")
     from zoo.datasets.coco import CocoDataset
     from zoo.datasets.synthetic import make_shapes_dataset
     from zoo.train.data import InputGeometry, TrainingData, resize_and_pad
@@ -206,7 +202,7 @@ def test_training_data_pipeline(tmp_path):
 
 
 def test_keypoint_losses_vanish_for_perfect_predictions():
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     from zoo.train.losses import centernet_loss
 
     boxes = np.array([[0.2, 0.2, 0.6, 0.6]])

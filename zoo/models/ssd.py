@@ -20,6 +20,7 @@ The FPN extractors share :class:`FpnFeatureExtractor` (top-down pathway, coarse 
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import importlib
 from collections.abc import Callable
@@ -201,7 +202,7 @@ def get_feature_extractor(config: Any, hyperparams: ConvHyperparams) -> Any:
 
 
 # ---------------------------------------------------------------------------------- FPN extractors
-class FpnFeatureExtractor:
+class FpnFeatureExtractor(abc.ABC):
     """What the SSD FPN feature extractors share (``KerasFpnTopDownFeatureMaps`` of the original).
 
     A subclass provides ``name``, ``min_image_dim``, ``preprocess`` and :meth:`backbone` (a model
@@ -244,9 +245,9 @@ class FpnFeatureExtractor:
         """The original's ``depth_fn``: channels times the depth multiplier, at least ``min_depth``."""
         return max(int(channels * self.depth_multiplier), self.min_depth)
 
+    @abc.abstractmethod
     def backbone(self) -> keras.Model:
         """A model named :attr:`backbone_name` mapping images to the maps of levels 2, 3, 4 and 5."""
-        raise NotImplementedError
 
     def build(self) -> keras.Model:
         """Preprocessed images -> feature maps for levels ``min_level..max_level``."""
