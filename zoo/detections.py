@@ -65,7 +65,8 @@ class Detections:
         scale = np.array([width, height, width, height], np.float32)
         boxes = norm[:, [1, 0, 3, 2]] * scale
         classes = np.asarray(classes).astype(np.int64).reshape(-1)
-        labels = tuple(label_name(c, dict(label_map) if label_map is not None else None) for c in classes)
+        table = dict(label_map) if label_map is not None else None
+        labels = tuple(label_name(c, table) for c in classes)
         kp_abs = None
         kp_norm = None
         if keypoints_normalized is not None:
