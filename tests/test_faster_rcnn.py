@@ -24,7 +24,7 @@ from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
 from PIL import Image
 
 from zoo.checkpoint import restore
-from zoo.errors import CheckpointMismatchError, UnsupportedModelError
+from zoo.errors import CheckpointMismatchError
 from zoo.models.faster_rcnn import (
     FasterRCNN,
     batch_class_specific_nms,
@@ -230,18 +230,6 @@ def test_graph_mode_dynamic_batch_and_size(checkpoint: Path) -> None:
     assert not np.allclose(out["detection_scores"][1], out["detection_scores"][0])
     predictions = model.keras_model(model.preprocess(tf.constant(image))[0])  # keras_model runs predict
     assert predictions["class_predictions_with_background"].shape == (16, 91)
-
-
-@pytest.mark.parametrize(
-    "name, message",
-    [
-        ("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", "faster_rcnn_inception_resnet_v2_keras"),
-        ("mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8", "Mask R-CNN"),
-    ],
-)
-def test_unsupported_models_say_what_to_do(name: str, message: str) -> None:
-    with pytest.raises(UnsupportedModelError, match=message):
-        _build(name)
 
 
 def _random_detections(seed: int, batch: int = 2, num: int = 40, classes: int = 4) -> tuple[np.ndarray, ...]:

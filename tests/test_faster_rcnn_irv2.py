@@ -1,14 +1,16 @@
-"""Faster R-CNN Inception-ResNet-V2 (640 and 1024) in Keras 3 against the original TF2 OD API.
+"""Faster R-CNN (640, 1024) and Mask R-CNN (1024) Inception-ResNet-V2 in Keras 3 against the original.
 
 For each model a checkpoint is synthesized from the zoo manifest (seed 0 + the fixture overrides)
 and restored strictly; one forward pass on ``inputs/A.png`` is compared with ``reference.npz``,
-stage by stage on the reference's own inputs to each stage (1e-4 relative L2; postprocess exact),
-then end to end.
+stage by stage on the reference's own inputs to each stage (1e-4 relative L2), then end to end.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -19,11 +21,16 @@ from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
 from PIL import Image
 
 from zoo.checkpoint import restore
+from zoo.errors import UnsupportedModelError
 from zoo.models.backbones.faster_rcnn_inception_resnet_v2 import keras2_layer_order
 from zoo.models.faster_rcnn import FasterRCNN, build_faster_rcnn
-from zoo.pipeline_config import load, model_config
+from zoo.models.nms import NmsConfig
+from zoo.models.preprocess import Resizer
+from zoo.pipeline_config import load, model_config, parse
 
-NAMES = ("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", "faster_rcnn_inception_resnet_v2_1024x1024_coco17_tpu-8")
+MASK_RCNN = "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8"
+NAMES = ("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", "faster_rcnn_inception_resnet_v2_1024x1024_coco17_tpu-8",
+         MASK_RCNN)
 FIRST_STAGE_KEYS = (
     "rpn_box_predictor_features_0", "rpn_features_to_crop_0", "feature_maps_0", "rpn_box_encodings",
     "rpn_objectness_predictions_with_background", "anchors", "image_shape",
@@ -70,6 +77,23 @@ class Run:
         ref = np.load(FIXTURES / name / "reference.npz")
         self.reference = {k: ref[k] for k in ref.files}
 
+    @functools.cached_property
+    def second_stage_on_reference(self) -> dict[str, tf.Tensor]:
+        """The second stage run on the reference proposals (and our first-stage features)."""
+        return self.model.box_prediction(
+            self.predictions["rpn_features_to_crop"][0],
+            tf.constant(self.reference["predict/proposal_boxes_normalized"]), self.predictions["image_shape"],
+        )
+
+    def reference_predictions(self) -> dict[str, tf.Tensor]:
+        """The reference's second-stage predictions; the large refined box encodings (stored only as a
+        sample) taken from :attr:`second_stage_on_reference`."""
+        out = {key: tf.constant(self.reference[f"predict/{key}"])
+               for key in ("class_predictions_with_background", "proposal_boxes", "num_proposals", "image_shape")}
+        out["refined_box_encodings"] = self.second_stage_on_reference["refined_box_encodings"]
+        out["rpn_features_to_crop"] = self.predictions["rpn_features_to_crop"]
+        return out
+
     def flat_prediction(self, key: str) -> np.ndarray:
         name, _, index = key.rpartition("_")
         if name in self.predictions and isinstance(self.predictions[name], list):
@@ -77,16 +101,33 @@ class Run:
         return np.asarray(self.predictions[key])
 
 
-@pytest.fixture(scope="module", params=NAMES, ids=("640", "1024"))
-def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    subprocess.run(
-        [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{name}.json"), str(folder),
-         "--seed", "0", "--overrides", str(FIXTURES / name / "overrides.npz")],
-        check=True, capture_output=True,
-    )
-    return Run(name, folder)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Run]:
+    """One :class:`Run` per model, made on first use."""
+    made: dict[str, Run] = {}
+
+    def get(name: str) -> Run:
+        if name not in made:
+            folder = tmp_path_factory.mktemp(name)
+            subprocess.run(
+                [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{name}.json"), str(folder),
+                 "--seed", "0", "--overrides", str(FIXTURES / name / "overrides.npz")],
+                check=True, capture_output=True,
+            )
+            made[name] = Run(name, folder)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=NAMES, ids=("640", "1024", "mask1024"))
+def run(request: pytest.FixtureRequest, runs: Callable[[str], Run]) -> Run:
+    return runs(request.param)
+
+
+@pytest.fixture(scope="module")
+def mask_run(runs: Callable[[str], Run]) -> Run:
+    return runs(MASK_RCNN)
 
 
 def test_strict_restore_consumes_every_key(run: Run) -> None:
@@ -121,35 +162,40 @@ def test_proposals_match(run: Run) -> None:
     assert in_place.mean() > 0.97, f"{np.flatnonzero(~in_place)}"
     distance = np.abs(ours[:num, None] - theirs[None, :num]).max(axis=2)
     assert distance.min(axis=0).max() < 0.05 and distance.min(axis=1).max() < 0.05  # same set
-    rows = np.flatnonzero(in_place)
+    # The native crop (use_matmul_crop_and_resize off) reads 0 for a sample point a rounding error past
+    # the last feature row/column, so a proposal on the image's bottom or right edge (1.0) flips
+    # between blending the last row and zero with 1e-7 of noise: those rows are compared on the
+    # reference proposals only (test_second_stage_on_reference_proposals).
+    on_edge = (run.reference["predict/proposal_boxes_normalized"][0] >= 1.0 - 1e-6).any(axis=1)
+    rows = np.flatnonzero(in_place & ~on_edge) if not run.model.config.use_matmul_crop_and_resize else np.flatnonzero(in_place)
     for key in ("refined_box_encodings", "class_predictions_with_background"):
-        _check({key: ref[f"predict/{key}"][rows]}, key, run.predictions[key].numpy()[rows])
+        got = run.predictions[key].numpy()
+        if f"predict/{key}" in ref:
+            _check({key: ref[f"predict/{key}"][rows]}, key, got[rows])
+        else:  # sampled: compare the sampled elements that fall in those rows
+            index, value = ref[f"predict/{key}__sample_idx"], ref[f"predict/{key}__sample_val"]
+            keep = np.isin(index // (got.size // got.shape[0]), rows)
+            assert keep.mean() > 0.8
+            assert _rel(got.ravel()[index[keep]], value[keep]) < 1e-4, key
 
 
 def test_second_stage_on_reference_proposals(run: Run) -> None:
     ref = run.reference
-    second = run.model.box_prediction(
-        run.predictions["rpn_features_to_crop"][0], tf.constant(ref["predict/proposal_boxes_normalized"]),
-        run.predictions["image_shape"],
-    )
+    second = run.second_stage_on_reference
     assert second["box_classifier_features"].shape[1:] == (9, 9, 1536)  # 17x17 crops, 'same' padding
     for key in ("refined_box_encodings", "class_predictions_with_background", "box_classifier_features", "proposal_boxes"):
         _check(ref, f"predict/{key}", second[key].numpy())
 
 
-def test_postprocess_on_reference_predictions_is_exact(run: Run) -> None:
+def test_postprocess_on_reference_predictions(run: Run) -> None:
     ref = run.reference
-    predictions = {
-        key: tf.constant(ref[f"predict/{key}"])
-        for key in ("refined_box_encodings", "class_predictions_with_background", "proposal_boxes", "num_proposals",
-                    "image_shape")
-    }
-    det = {k: v.numpy() for k, v in run.model.postprocess(predictions, tf.constant(ref["true_image_shapes"])).items()}
+    det = {k: v.numpy() for k, v in run.model.postprocess(run.reference_predictions(),
+                                                          tf.constant(ref["true_image_shapes"])).items()}
     np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])
     np.testing.assert_array_equal(det["detection_classes"], ref["postprocess/detection_classes"])
     np.testing.assert_array_equal(det["detection_anchor_indices"], ref["postprocess/detection_anchor_indices"])
     np.testing.assert_allclose(det["detection_scores"], ref["postprocess/detection_scores"], atol=1e-6)
-    np.testing.assert_allclose(det["detection_boxes"], ref["postprocess/detection_boxes"], atol=1e-6)
+    np.testing.assert_allclose(det["detection_boxes"], ref["postprocess/detection_boxes"], atol=1e-5)
 
 
 def test_end_to_end_detections_match(run: Run) -> None:
@@ -165,6 +211,74 @@ def test_end_to_end_detections_match(run: Run) -> None:
             found += 1
     assert found >= 0.95 * num
     np.testing.assert_allclose(det["detection_scores"][0, :5], ref["postprocess/detection_scores"][0, :5], atol=1e-3)
+
+
+def test_only_mask_rcnn_has_a_third_stage(run: Run) -> None:
+    assert (run.model.mask_model is not None) == (run.name == MASK_RCNN)
+    assert ("detection_masks" in run.detections) == (run.name == MASK_RCNN)
+
+
+def test_mask_head_is_built_from_the_config(mask_run: Run) -> None:
+    run = mask_run
+    layers = run.model.mask_layers
+    assert [tuple(layer.kernel.shape) for layer in layers] == [(3, 3, 1536, 256)] + [(3, 3, 256, 256)] * 2 + [(3, 3, 256, 90)]
+    assert run.model.class_dependent_keys()[-2:] == [
+        "model/_mask_rcnn_box_predictor/_third_stage_heads/mask_predictions/_mask_predictor_layers/9/kernel",
+        "model/_mask_rcnn_box_predictor/_third_stage_heads/mask_predictions/_mask_predictor_layers/9/bias",
+    ]
+
+
+def test_third_stage_on_reference_predictions(mask_run: Run) -> None:
+    """Masks for the reference's detections (reproduced from its second-stage outputs)."""
+    run = mask_run
+    ref = run.reference
+    third = run.model.mask_prediction(run.reference_predictions(), tf.constant(ref["true_image_shapes"]))
+    np.testing.assert_array_equal(third["detection_classes"].numpy(), ref["predict/detection_classes"])
+    for key in ("mask_predictions", "detection_masks"):
+        _check(ref, f"predict/{key}", third[key].numpy())
+
+
+def test_end_to_end_masks_match(mask_run: Run) -> None:
+    run = mask_run
+    masks = run.detections["detection_masks"]
+    assert masks.shape == (1, 100, 33, 33) and 0.0 <= masks.min() and masks.max() <= 1.0
+    _check(run.reference, "postprocess/detection_masks", masks)
+    _check(run.reference, "predict/mask_predictions", run.predictions["mask_predictions"].numpy())
+
+
+def test_mask_rcnn_graph_mode_dynamic_batch(mask_run: Run) -> None:
+    """Traced once for any batch and size; each image's masks are its own detections'."""
+    base = mask_run.model
+    config = dataclasses.replace(base.config, first_stage_nms=NmsConfig(0.0, 0.7, 12, 12, change_coordinate_frame=False),
+                                 second_stage_nms=NmsConfig(0.0, 0.6, 6, 6))
+    model = FasterRCNN(config, base.feature_extractor, Resizer("fixed_shape", height=96, width=96), base.anchor_generator)
+    restore(model.checkpoint_map(), mask_run.checkpoint, model_variables=model.keras_model.weights)
+    fn = tf.function(model.__call__, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    image = np.asarray(Image.open(INPUT_IMAGE).convert("RGB"))[np.newaxis, ::4, ::4]
+    pair = {k: v.numpy() for k, v in fn(tf.constant(np.concatenate([image, image[:, ::-1]]))).items()}
+    alone = {k: v.numpy() for k, v in fn(tf.constant(image[:, :100])).items()}
+    assert len(fn._list_all_concrete_functions()) == 1
+    assert pair["detection_masks"].shape == (2, 6, 33, 33) and alone["detection_masks"].shape == (1, 6, 33, 33)
+    flipped = {k: v.numpy() for k, v in fn(tf.constant(np.ascontiguousarray(image[:, ::-1]))).items()}
+    np.testing.assert_allclose(pair["detection_masks"][1], flipped["detection_masks"][0], atol=1e-5)
+    assert not np.allclose(pair["detection_masks"][0], pair["detection_masks"][1])
+
+
+def _mask_config(edit: tuple[str, str]) -> str:
+    text = (CONFIGS / MASK_RCNN / "pipeline.config").read_text()
+    assert edit[0] in text
+    return text.replace(*edit)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("predict_instance_masks: true", "predict_instance_masks: true\n convolve_then_upsample_masks: true"),
+     "convolve_then_upsample_masks"),
+    (("number_of_stages: 3", "number_of_stages: 2"), "number_of_stages 2 with predict_instance_masks true"),
+])
+def test_unsupported_mask_settings_say_what_to_do(edit: tuple[str, str], message: str) -> None:
+    _, msg = model_config(parse(_mask_config(edit)))
+    with pytest.raises(UnsupportedModelError, match=message):
+        build_faster_rcnn(msg)
 
 
 def _order(swap: bool) -> list[str]:

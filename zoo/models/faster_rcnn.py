@@ -1,15 +1,22 @@
-"""The Faster R-CNN meta-architecture in Keras 3 (ResNet V1 50/101/152), faithful to the TF2 OD API.
+"""The Faster R-CNN / Mask R-CNN meta-architecture in Keras 3, faithful to the TF2 OD API.
+
+Feature extractors: ResNet V1 50/101/152 and Inception-ResNet-V2.
 
 :class:`FasterRCNN` has the interface of :class:`zoo.models.ssd.SSD`: ``keras_model``,
 ``checkpoint_map()``, ``class_dependent_keys()``, ``num_classes`` and the three stages:
 
-* :meth:`FasterRCNN.preprocess` - the image resizer, *then* the extractor's channel-mean
-  subtraction (so the zero padding of a padded resize becomes ``-mean``);
+* :meth:`FasterRCNN.preprocess` - the image resizer, *then* the extractor's normalization (ResNet:
+  channel-mean subtraction, so the zero padding of a padded resize becomes ``-mean``; Inception-ResNet:
+  pixels to [-1, 1]);
 * :meth:`FasterRCNN.predict` - first stage: stride-16 features, a 3x3 RPN convolution (ReLU6) and
   1x1 box / objectness heads over a grid of anchors; proposals: box decoding, softmax objectness,
   NMS clipped to the true image (``first_stage_max_proposals``), normalized by the padded image;
   second stage: bilinear crop-and-resize of every proposal to ``initial_crop_size``, max-pool, the
   extractor's second half, average pool, and fully connected box / class heads;
+* third stage (Mask R-CNN, ``number_of_stages: 3``), inside ``predict`` as in the original: the
+  box detections crop the features again, run the extractor's second half and a convolutional
+  mask head (bilinear upsampling to the mask size, 3x3 convolutions); ``detection_masks`` are the
+  sigmoid of each detection's own class mask, relative to its box;
 * :meth:`FasterRCNN.postprocess` - refined boxes decoded against the proposals, score conversion
   (``SOFTMAX``), per-class NMS over the valid proposals, clipped to and expressed in the true image.
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +63,7 @@ __all__ = [
     "GridAnchors",
     "batch_class_specific_nms",
     "build_faster_rcnn",
+    "default_mask_conv_depth",
     "faster_rcnn_config",
 ]
 
@@ -72,6 +81,7 @@ _RPN_CLASS = "_first_stage_box_predictor/_prediction_heads/class_predictions_wit
 _RPN_CONV = "_first_stage_box_predictor_first_conv/layer_with_weights-0"
 _BOX_HEAD = "_mask_rcnn_box_predictor/_box_prediction_head/_box_encoder_layers"
 _CLASS_HEAD = "_mask_rcnn_box_predictor/_class_prediction_head/_class_predictor_layers"
+_MASK_HEAD = "_mask_rcnn_box_predictor/_third_stage_heads/mask_predictions/_mask_predictor_layers"
 # The first stage's box coder (and the second stage's, which reuses it).
 _BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)
 
@@ -162,6 +172,18 @@ class FasterRcnnConfig:
     second_stage_nms: NmsConfig = dataclasses.field(default_factory=NmsConfig)
     score_converter: str = "IDENTITY"
     logit_scale: float = 1.0
+    predict_masks: bool = False
+    mask_height: int = 15
+    mask_width: int = 15
+    mask_num_conv_layers: int = 2
+    mask_conv_depth: int = 256
+    masks_class_agnostic: bool = False
+    mask_hyperparams: ConvHyperparams = dataclasses.field(default_factory=ConvHyperparams)
+
+    @property
+    def num_masks(self) -> int:
+        """Masks predicted per detection: 1 when class agnostic, else one per class."""
+        return 1 if self.masks_class_agnostic else self.num_classes
 
     @property
     def max_proposals(self) -> int:
@@ -189,13 +211,14 @@ def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcn
     if kind != "mask_rcnn_box_predictor":
         raise UnsupportedModelError(f"second stage box predictor {kind!r} has no Keras implementation "
                                     "(mask_rcnn_box_predictor has)")
-    if bool(bp.get("predict_instance_masks", False)):
-        raise UnsupportedModelError("Mask R-CNN (predict_instance_masks) has no Keras implementation in odzoo; "
-                                    "load the model with backend='saved_model'")
+    predict_masks = bool(bp.get("predict_instance_masks", False))
     stages = int(msg.get("number_of_stages", 2))
-    if stages != 2:
-        raise UnsupportedModelError(f"faster_rcnn number_of_stages {stages} is not supported (2 is); load the model with "
-                                    "backend='saved_model'")
+    if stages != (3 if predict_masks else 2):
+        raise UnsupportedModelError(
+            f"faster_rcnn number_of_stages {stages} with predict_instance_masks {str(predict_masks).lower()} is not "
+            "supported (2 stages for boxes, 3 with masks); load the model with backend='saved_model'"
+        )
+    mask_options = _mask_options(bp) if predict_masks else {}
     rpn_hp = msg.get("first_stage_box_predictor_conv_hyperparams")
     _no_batch_norm(ConvHyperparams.from_config(rpn_hp), "first_stage_box_predictor_conv_hyperparams")
     iou = _f32(msg.get("first_stage_nms_iou_threshold", 0.7))
@@ -237,7 +260,40 @@ def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcn
         second_stage_nms=nms,
         score_converter=score_converter,
         logit_scale=logit_scale,
+        predict_masks=predict_masks,
+        **mask_options,
     )
+
+
+def _mask_options(bp: Any) -> dict[str, Any]:
+    """The mask head's settings from a ``mask_rcnn_box_predictor`` message."""
+    if bool(bp.get("convolve_then_upsample_masks", False)):
+        raise UnsupportedModelError("mask_rcnn_box_predictor.convolve_then_upsample_masks has no Keras implementation "
+                                    "in odzoo; load the model with backend='saved_model'")
+    hp = ConvHyperparams.from_config(bp.get("conv_hyperparams"))
+    _no_batch_norm(hp, "second_stage_box_predictor.conv_hyperparams")
+    height, width = int(bp.get("mask_height", 15)), int(bp.get("mask_width", 15))
+    layers = int(bp.get("mask_prediction_num_conv_layers", 2))
+    if height <= 0 or width <= 0 or layers < 1:
+        raise ConfigError(f"mask_rcnn_box_predictor mask size {height}x{width} and mask_prediction_num_conv_layers "
+                          f"{layers} must be positive")
+    agnostic = bool(bp.get("masks_are_class_agnostic", False))
+    return {
+        "mask_height": height,
+        "mask_width": width,
+        "mask_num_conv_layers": layers,
+        "mask_conv_depth": int(bp.get("mask_prediction_conv_depth", 256)),
+        "masks_class_agnostic": agnostic,
+        "mask_hyperparams": hp,
+    }
+
+
+def default_mask_conv_depth(feature_channels: int, num_classes: int) -> int:
+    """The mask head's depth when configured as 0: a power of two between the feature and class counts,
+    weighting the class count's log 3:2 against the feature channels'."""
+    log_features = math.log2(feature_channels)
+    log_classes = math.log2(num_classes)
+    return int(2 ** round((2.0 * log_features + 3.0 * log_classes) / 5.0))
 
 
 def get_feature_extractor(config: Any) -> Any:
@@ -260,10 +316,13 @@ def get_feature_extractor(config: Any) -> Any:
 class _TwoStageModel(keras.Model):
     """Holds both stages' Keras models (so ``weights`` lists every variable); calling it runs ``predict``."""
 
-    def __init__(self, first_stage: keras.Model, second_stage: keras.Model, owner: FasterRCNN) -> None:
+    def __init__(self, first_stage: keras.Model, second_stage: keras.Model, owner: FasterRCNN,
+                 mask_head: keras.Model | None = None) -> None:
         super().__init__(name="faster_rcnn")
         self.first_stage = first_stage
         self.second_stage = second_stage
+        if mask_head is not None:
+            self.mask_head = mask_head
         self._owner_predict = owner.predict
 
     def build(self, input_shape: Any = None) -> None:
@@ -292,7 +351,8 @@ class FasterRCNN:
         self.box_coder = box_coder or FasterRcnnBoxCoder(_BOX_CODER_SCALES)
         self.first_stage_model = self._build_first_stage()
         self.second_stage_model = self._build_second_stage()
-        self.keras_model = _TwoStageModel(self.first_stage_model, self.second_stage_model, self)
+        self.mask_model = self._build_mask_head() if config.predict_masks else None
+        self.keras_model = _TwoStageModel(self.first_stage_model, self.second_stage_model, self, self.mask_model)
 
     # ------------------------------------------------------------------ networks
     def _build_first_stage(self) -> keras.Model:
@@ -345,6 +405,30 @@ class FasterRCNN:
             name="faster_rcnn_second_stage",
         )
 
+    def _build_mask_head(self) -> keras.Model:
+        """Box classifier features -> mask logits ``[K, mask_height, mask_width, num_masks]``: bilinear
+        upsampling (corners aligned), then 3x3 convolutions, the last one giving one map per mask."""
+        cfg = self.config
+        features = self.second_stage_model.output["box_classifier_features"]
+        channels = int(features.shape[-1])
+        depth = cfg.mask_conv_depth or default_mask_conv_depth(channels, cfg.num_classes)
+        inputs = keras.Input(tuple(features.shape[1:]), name="box_classifier_features")
+        size = (cfg.mask_height, cfg.mask_width)
+        x = keras.layers.Lambda(
+            lambda t: tf.compat.v1.image.resize_bilinear(t, size, align_corners=True), name="MaskUpsample"
+        )(inputs)
+        self.mask_layers: list[keras.layers.Layer] = []
+        for i in range(cfg.mask_num_conv_layers - 1):
+            conv = keras.layers.Conv2D(depth, 3, padding="same", name=f"MaskPredictor_conv2d_{i}")
+            self.mask_layers.append(conv)
+            x = conv(x)
+            act = cfg.mask_hyperparams.activation_layer(f"MaskPredictor_activation_{i}")
+            if act is not None:
+                x = act(x)
+        last = keras.layers.Conv2D(cfg.num_masks, 3, padding="same", name="MaskPredictor_last_conv2d")
+        self.mask_layers.append(last)
+        return keras.Model(inputs, last(x), name="mask_rcnn_mask_head")
+
     # ------------------------------------------------------------------ checkpoint
     @property
     def num_classes(self) -> int:
@@ -365,13 +449,24 @@ class FasterRCNN:
                 out[f"{_PREFIX}{scope}/{attr}"] = var
         out.update(self._head_items(_BOX_HEAD, self.box_head))
         out.update(self._head_items(_CLASS_HEAD, self.class_head))
+        out.update(self._mask_items())
         return out
+
+    def _mask_items(self) -> list[tuple[str, keras.Variable]]:
+        # each hidden convolution is followed by a (no-op) BatchNorm slot and an activation
+        return [
+            (f"{_PREFIX}{_MASK_HEAD}/{3 * i}/{attr}", var)
+            for i, layer in enumerate(self.mask_layers if self.mask_model is not None else [])
+            for attr, var in variable_attributes(layer)
+        ]
 
     def class_dependent_keys(self) -> list[str]:
         """Checkpoint keys whose shape depends on the number of classes."""
         keys = [k for k, _ in self._head_items(_CLASS_HEAD, self.class_head)]
         if not self.config.share_box_across_classes:
             keys += [k for k, _ in self._head_items(_BOX_HEAD, self.box_head)]
+        if self.mask_model is not None and not self.config.masks_class_agnostic:
+            keys += [k for k, _ in self._mask_items()[-2:]]
         return keys
 
     # ------------------------------------------------------------------ preprocessing
@@ -457,7 +552,7 @@ class FasterRCNN:
             first["rpn_box_encodings"], first["rpn_objectness_predictions_with_background"], anchors,
             image_shape, true_image_shapes,
         )
-        return {
+        predictions = {
             "preprocessed_inputs": preprocessed,
             "rpn_box_predictor_features": [first["rpn_box_predictor_features"]],
             "rpn_features_to_crop": [features],
@@ -468,6 +563,38 @@ class FasterRCNN:
             "anchors": anchors,
             **self.box_prediction(features, proposals, image_shape, training=training),
             "num_proposals": num_proposals,
+        }
+        if self.mask_model is not None:
+            predictions.update(self.mask_prediction(predictions, true_image_shapes, training=training))
+        return predictions
+
+    def mask_prediction(
+        self, predictions: dict[str, Any], true_image_shapes: tf.Tensor, training: bool = False
+    ) -> dict[str, tf.Tensor]:
+        """The third stage: box detections (as :meth:`postprocess` gives them), then masks for them.
+
+        As in the original, the detection boxes (normalized by the true image) crop the features of the
+        whole (padded) input; the crops run through the box classifier extractor and the mask head.
+        ``mask_predictions`` ``[B * D, num_masks, h, w]`` are logits, ``detection_masks`` ``[B, D, h, w]``
+        the sigmoid of each detection's own class mask, relative to its box.
+        """
+        detections = self.postprocess_boxes(predictions, true_image_shapes)
+        boxes = detections["detection_boxes"]
+        batch, num = tf.shape(boxes)[0], tf.shape(boxes)[1]
+        crops = self.crop_proposals(predictions["rpn_features_to_crop"][0], boxes)
+        features = self.second_stage_model(crops, training=training)["box_classifier_features"]
+        logits = tf.transpose(self.mask_model(features, training=training), [0, 3, 1, 2])
+        height, width = self.config.mask_height, self.config.mask_width
+        if self.config.num_masks > 1:
+            classes = tf.reshape(tf.cast(detections["detection_classes"], tf.int32), [-1])
+            index = tf.range(batch * num) * self.config.num_masks + classes
+            chosen = tf.gather(tf.reshape(logits, [-1, height, width]), index)
+        else:
+            chosen = logits[:, 0]
+        return {
+            **detections,
+            "mask_predictions": logits,
+            "detection_masks": tf.reshape(tf.sigmoid(chosen), tf.stack([batch, num, height, width])),
         }
 
     def box_prediction(
@@ -494,7 +621,19 @@ class FasterRCNN:
         return convert_scores(logits, self.config.score_converter, self.config.logit_scale)
 
     def postprocess(self, predictions: dict[str, Any], true_image_shapes: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        """Detections as the original's ``postprocess``: boxes normalized to the true image, 0-based classes."""
+        """Detections as the original's ``postprocess``: boxes normalized to the true image, 0-based classes.
+
+        With masks (three stages) the detections :meth:`predict` made for the mask head are returned with
+        their ``detection_masks``; predictions without them get the box detections only.
+        """
+        if "detection_masks" in predictions:
+            return {k: predictions[k] for k in (*_DETECTION_KEYS, "detection_masks")}
+        return self.postprocess_boxes(predictions, true_image_shapes)
+
+    def postprocess_boxes(
+        self, predictions: dict[str, Any], true_image_shapes: tf.Tensor | None = None
+    ) -> dict[str, tf.Tensor]:
+        """Box detections from the second stage's predictions (see :meth:`postprocess`)."""
         proposal_boxes = predictions["proposal_boxes"]
         batch = tf.shape(proposal_boxes)[0]
         num_proposals = self.config.max_proposals
@@ -543,6 +682,12 @@ class FasterRCNN:
         """preprocess -> predict -> postprocess on a ``[B,H,W,3]`` batch."""
         preprocessed, true_shapes = self.preprocess(images)
         return self.postprocess(self.predict(preprocessed, true_shapes), true_shapes)
+
+
+_DETECTION_KEYS = (
+    "detection_boxes", "detection_scores", "detection_classes", "detection_multiclass_scores",
+    "detection_anchor_indices", "num_detections", "raw_detection_boxes", "raw_detection_scores",
+)
 
 
 def _clip_window(true_image_shapes: tf.Tensor) -> tf.Tensor:
