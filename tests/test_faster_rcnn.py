@@ -34,6 +34,8 @@ from zoo.models.nms import NmsConfig, batch_multiclass_nms
 from zoo.models.preprocess import Resizer
 from zoo.pipeline_config import load, model_config
 
+from .references import check_reference
+
 NAME = "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8"
 FIRST_STAGE_KEYS = (
     "rpn_box_predictor_features_0", "rpn_features_to_crop_0", "feature_maps_0", "rpn_box_encodings",
@@ -49,24 +51,6 @@ def _build(name: str = NAME, **kw) -> FasterRCNN:
 
 def _image() -> np.ndarray:
     return np.asarray(Image.open(INPUT_IMAGE).convert("RGB"))[np.newaxis]
-
-
-def _rel(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.linalg.norm(got.astype(np.float64) - want) / max(np.linalg.norm(want.astype(np.float64)), 1e-12))
-
-
-def _check(ref: dict[str, np.ndarray], key: str, got: np.ndarray, tol: float = 1e-4) -> None:
-    got = np.asarray(got)
-    if key in ref:
-        assert got.shape == ref[key].shape, key
-        assert _rel(got, ref[key]) < tol, f"{key}: relative L2 {_rel(got, ref[key]):.2e}"
-    else:  # large arrays are stored as a sample plus exact sums
-        assert tuple(ref[f"{key}__shape"]) == got.shape, key
-        sample = got.ravel()[ref[f"{key}__sample_idx"]]
-        assert _rel(sample, ref[f"{key}__sample_val"]) < tol, f"{key}: sample relative L2 {_rel(sample, ref[f'{key}__sample_val']):.2e}"
-        norm = np.sqrt(float(ref[f"{key}__sumsq"]))
-        assert abs(np.linalg.norm(got.astype(np.float64)) - norm) <= tol * norm, key
-        assert abs(got.astype(np.float64).sum() - float(ref[f"{key}__sum"])) <= tol * np.sqrt(got.size) * norm, key
 
 
 class Run:
@@ -114,14 +98,14 @@ def test_strict_restore_consumes_every_key(run: Run) -> None:
 
 def test_preprocessing_matches(run: Run) -> None:
     np.testing.assert_array_equal(run.true_shapes.numpy(), run.reference["true_image_shapes"])
-    _check(run.reference, "preprocessed_inputs", run.preprocessed.numpy(), tol=1e-6)
+    check_reference(run.reference, "preprocessed_inputs", run.preprocessed.numpy(), tol=1e-6)
     # resized first, normalized second: the zero padding below the image becomes -mean
     np.testing.assert_allclose(run.preprocessed.numpy()[0, 600, 10], [-123.68, -116.779, -103.939], rtol=1e-6)
 
 
 def test_first_stage_matches(run: Run) -> None:
     for key in FIRST_STAGE_KEYS:
-        _check(run.reference, f"predict/{key}", run.flat_prediction(key))
+        check_reference(run.reference, f"predict/{key}", run.flat_prediction(key))
 
 
 def test_proposals_match(run: Run) -> None:
@@ -139,7 +123,7 @@ def test_proposals_match(run: Run) -> None:
     for key in ("proposal_boxes_normalized", "final_anchors", "refined_box_encodings", "class_predictions_with_background"):
         got, want = run.predictions[key].numpy(), ref[f"predict/{key}"]
         got, want = (got[0, rows], want[0, rows]) if key in ("proposal_boxes_normalized", "final_anchors") else (got[rows], want[rows])
-        _check({key: want}, key, got)
+        check_reference({key: want}, key, got)
 
 
 def test_second_stage_on_reference_proposals(run: Run) -> None:
@@ -149,7 +133,7 @@ def test_second_stage_on_reference_proposals(run: Run) -> None:
         run.predictions["image_shape"],
     )
     for key in ("refined_box_encodings", "class_predictions_with_background", "box_classifier_features", "proposal_boxes"):
-        _check(ref, f"predict/{key}", second[key].numpy())
+        check_reference(ref, f"predict/{key}", second[key].numpy())
 
 
 def test_postprocess_on_reference_predictions_is_exact(run: Run) -> None:
@@ -167,7 +151,7 @@ def test_postprocess_on_reference_predictions_is_exact(run: Run) -> None:
     np.testing.assert_allclose(det["detection_scores"], ref["postprocess/detection_scores"], atol=1e-6)
     np.testing.assert_allclose(det["detection_boxes"], ref["postprocess/detection_boxes"], atol=1e-6)
     for key in ("raw_detection_boxes", "raw_detection_scores", "detection_multiclass_scores"):
-        _check(ref, f"postprocess/{key}", det[key], tol=1e-6)
+        check_reference(ref, f"postprocess/{key}", det[key], tol=1e-6)
 
 
 def test_end_to_end_detections_match(run: Run) -> None:

@@ -28,6 +28,8 @@ from zoo.models.nms import NmsConfig
 from zoo.models.preprocess import Resizer
 from zoo.pipeline_config import load, model_config, parse
 
+from .references import check_reference, rel_l2
+
 MASK_RCNN = "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8"
 NAMES = ("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", "faster_rcnn_inception_resnet_v2_1024x1024_coco17_tpu-8",
          MASK_RCNN)
@@ -41,25 +43,6 @@ def _build(name: str) -> FasterRCNN:
     arch, msg = model_config(load(CONFIGS / name / "pipeline.config"))
     assert arch == "faster_rcnn"
     return build_faster_rcnn(msg)
-
-
-def _rel(got: np.ndarray, want: np.ndarray) -> float:
-    want = np.asarray(want, np.float64)
-    return float(np.linalg.norm(np.asarray(got, np.float64) - want) / max(np.linalg.norm(want), 1e-12))
-
-
-def _check(ref: dict[str, np.ndarray], key: str, got: np.ndarray, tol: float = 1e-4) -> None:
-    got = np.asarray(got)
-    if key in ref:
-        assert got.shape == ref[key].shape, key
-        assert _rel(got, ref[key]) < tol, f"{key}: relative L2 {_rel(got, ref[key]):.2e}"
-        return
-    assert tuple(ref[f"{key}__shape"]) == got.shape, key  # stored as a sample plus exact sums
-    sample = got.ravel()[ref[f"{key}__sample_idx"]]
-    assert _rel(sample, ref[f"{key}__sample_val"]) < tol, f"{key}: sample relative L2 {_rel(sample, ref[f'{key}__sample_val']):.2e}"
-    norm = np.sqrt(float(ref[f"{key}__sumsq"]))
-    assert abs(np.linalg.norm(got.astype(np.float64)) - norm) <= tol * norm, key
-    assert abs(got.astype(np.float64).sum() - float(ref[f"{key}__sum"])) <= tol * np.sqrt(got.size) * norm, key
 
 
 class Run:
@@ -143,14 +126,14 @@ def test_strict_restore_consumes_every_key(run: Run) -> None:
 
 def test_preprocessing_maps_pixels_to_unit_range(run: Run) -> None:
     np.testing.assert_array_equal(run.true_shapes.numpy(), run.reference["true_image_shapes"])
-    _check(run.reference, "preprocessed_inputs", run.preprocessed.numpy(), tol=1e-6)
+    check_reference(run.reference, "preprocessed_inputs", run.preprocessed.numpy(), tol=1e-6)
     if "640x640" in run.name:  # padding below the 480-row image: 0 -> -1
         np.testing.assert_allclose(run.preprocessed.numpy()[0, 600, 10], [-1.0, -1.0, -1.0])
 
 
 def test_first_stage_matches(run: Run) -> None:
     for key in FIRST_STAGE_KEYS:
-        _check(run.reference, f"predict/{key}", run.flat_prediction(key))
+        check_reference(run.reference, f"predict/{key}", run.flat_prediction(key))
 
 
 def test_proposals_match(run: Run) -> None:
@@ -171,12 +154,12 @@ def test_proposals_match(run: Run) -> None:
     for key in ("refined_box_encodings", "class_predictions_with_background"):
         got = run.predictions[key].numpy()
         if f"predict/{key}" in ref:
-            _check({key: ref[f"predict/{key}"][rows]}, key, got[rows])
+            check_reference({key: ref[f"predict/{key}"][rows]}, key, got[rows])
         else:  # sampled: compare the sampled elements that fall in those rows
             index, value = ref[f"predict/{key}__sample_idx"], ref[f"predict/{key}__sample_val"]
             keep = np.isin(index // (got.size // got.shape[0]), rows)
             assert keep.mean() > 0.8
-            assert _rel(got.ravel()[index[keep]], value[keep]) < 1e-4, key
+            assert rel_l2(got.ravel()[index[keep]], value[keep]) < 1e-4, key
 
 
 def test_second_stage_on_reference_proposals(run: Run) -> None:
@@ -184,7 +167,7 @@ def test_second_stage_on_reference_proposals(run: Run) -> None:
     second = run.second_stage_on_reference
     assert second["box_classifier_features"].shape[1:] == (9, 9, 1536)  # 17x17 crops, 'same' padding
     for key in ("refined_box_encodings", "class_predictions_with_background", "box_classifier_features", "proposal_boxes"):
-        _check(ref, f"predict/{key}", second[key].numpy())
+        check_reference(ref, f"predict/{key}", second[key].numpy())
 
 
 def test_postprocess_on_reference_predictions(run: Run) -> None:
@@ -235,15 +218,15 @@ def test_third_stage_on_reference_predictions(mask_run: Run) -> None:
     third = run.model.mask_prediction(run.reference_predictions(), tf.constant(ref["true_image_shapes"]))
     np.testing.assert_array_equal(third["detection_classes"].numpy(), ref["predict/detection_classes"])
     for key in ("mask_predictions", "detection_masks"):
-        _check(ref, f"predict/{key}", third[key].numpy())
+        check_reference(ref, f"predict/{key}", third[key].numpy())
 
 
 def test_end_to_end_masks_match(mask_run: Run) -> None:
     run = mask_run
     masks = run.detections["detection_masks"]
     assert masks.shape == (1, 100, 33, 33) and 0.0 <= masks.min() and masks.max() <= 1.0
-    _check(run.reference, "postprocess/detection_masks", masks)
-    _check(run.reference, "predict/mask_predictions", run.predictions["mask_predictions"].numpy())
+    check_reference(run.reference, "postprocess/detection_masks", masks)
+    check_reference(run.reference, "predict/mask_predictions", run.predictions["mask_predictions"].numpy())
 
 
 def test_mask_rcnn_graph_mode_dynamic_batch(mask_run: Run) -> None:

@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
 from PIL import Image
 
-from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
 from zoo.checkpoint import restore
 from zoo.errors import CheckpointMismatchError
 from zoo.models.ssd import SSD, build_ssd
 from zoo.pipeline_config import load, model_config
+
+from .references import check_reference, rel_l2
 
 FPNLITE = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
 EFFICIENTDET = "efficientdet_d0_coco17_tpu-32"
@@ -82,21 +84,6 @@ def run(request: pytest.FixtureRequest, checkpoints) -> Run:
     return Run(request.param, checkpoints(request.param))
 
 
-def _rel(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.linalg.norm(got.astype(np.float64) - want) / max(np.linalg.norm(want.astype(np.float64)), 1e-12))
-
-
-def _check(ref: dict[str, np.ndarray], key: str, got: np.ndarray, tol: float = 1e-4) -> None:
-    if key in ref:
-        assert got.shape == ref[key].shape, key
-        assert _rel(got, ref[key]) < tol, f"{key}: relative L2 {_rel(got, ref[key]):.2e}"
-    else:  # arrays above 2M elements are stored as a sample plus exact sums
-        assert tuple(ref[f"{key}__shape"]) == got.shape, key
-        sample = got.ravel()[ref[f"{key}__sample_idx"]]
-        assert _rel(sample, ref[f"{key}__sample_val"]) < tol, key
-        assert got.astype(np.float64).sum() == pytest.approx(float(ref[f"{key}__sum"]), rel=1e-4, abs=1e-3)
-
-
 def test_strict_restore_consumes_every_key(run: Run) -> None:
     assert run.report.ok and run.report.assigned
     assert run.report.missing == [] and run.report.unexpected == []
@@ -112,9 +99,9 @@ def test_preprocessing_matches(run: Run) -> None:
 
 def test_predictions_match(run: Run) -> None:
     for key in PREDICT_KEYS:
-        _check(run.reference, f"predict/{key}", np.asarray(run.predictions[key]))
+        check_reference(run.reference, f"predict/{key}", np.asarray(run.predictions[key]))
     for i, feature in enumerate(run.predictions["feature_maps"]):
-        _check(run.reference, f"predict/feature_maps_{i}", feature.numpy())
+        check_reference(run.reference, f"predict/feature_maps_{i}", feature.numpy())
 
 
 def test_detections_match(run: Run) -> None:
@@ -125,7 +112,7 @@ def test_detections_match(run: Run) -> None:
     np.testing.assert_allclose(det["detection_scores"], ref["postprocess/detection_scores"], atol=2e-4)
     np.testing.assert_allclose(det["detection_boxes"], ref["postprocess/detection_boxes"], atol=1e-4)
     for key in ("raw_detection_boxes", "raw_detection_scores", "detection_multiclass_scores"):
-        _check(ref, f"postprocess/{key}", det[key])
+        check_reference(ref, f"postprocess/{key}", det[key])
 
 
 def test_class_head_depends_on_num_classes(run: Run) -> None:
@@ -148,7 +135,7 @@ def test_fpnlite_agrees_with_the_exported_savedmodel(tmp_path: Path) -> None:
     np.testing.assert_array_equal(det["detection_anchor_indices"], served["detection_anchor_indices"].astype(np.int32))
     np.testing.assert_allclose(det["detection_scores"], served["detection_scores"], atol=2e-4)
     np.testing.assert_allclose(det["detection_boxes"], served["detection_boxes"], atol=1e-4)
-    assert _rel(det["raw_detection_scores"], served["raw_detection_scores"]) < 1e-4
+    assert rel_l2(det["raw_detection_scores"], served["raw_detection_scores"]) < 1e-4
 
 
 def test_strict_restore_refuses_a_checkpoint_with_other_classes(checkpoints) -> None:

@@ -31,6 +31,8 @@ from zoo.models.ssd import (
 )
 from zoo.pipeline_config import load, model_config, parse
 
+from .references import check_reference
+
 RESNET50 = "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8"
 MOBILENET_V1_FPN = "ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8"
 MOBILENET_V2 = "ssd_mobilenet_v2_320x320_coco17_tpu-8"
@@ -95,21 +97,6 @@ def run(request: pytest.FixtureRequest, checkpoints) -> Run:
     return Run(request.param, checkpoints(request.param))
 
 
-def _rel(got: np.ndarray, want: np.ndarray) -> float:
-    return float(np.linalg.norm(got.astype(np.float64) - want) / max(np.linalg.norm(want.astype(np.float64)), 1e-12))
-
-
-def _check(ref: dict[str, np.ndarray], key: str, got: np.ndarray, tol: float = 1e-4) -> None:
-    if key in ref:
-        assert got.shape == ref[key].shape, key
-        assert _rel(got, ref[key]) < tol, f"{key}: relative L2 {_rel(got, ref[key]):.2e}"
-    else:  # large arrays are stored as a sample plus exact sums
-        assert tuple(ref[f"{key}__shape"]) == got.shape, key
-        sample = got.ravel()[ref[f"{key}__sample_idx"]]
-        assert _rel(sample, ref[f"{key}__sample_val"]) < tol, f"{key}: relative L2 {_rel(sample, ref[f'{key}__sample_val']):.2e}"
-        assert got.astype(np.float64).sum() == pytest.approx(float(ref[f"{key}__sum"]), rel=1e-4, abs=1e-3)
-
-
 def test_strict_restore_consumes_every_key(run: Run) -> None:
     assert run.report.ok and run.report.assigned
     assert run.report.missing == [] and run.report.unexpected == []
@@ -120,18 +107,18 @@ def test_strict_restore_consumes_every_key(run: Run) -> None:
 
 def test_preprocessing_matches(run: Run) -> None:
     np.testing.assert_array_equal(run.true_shapes.numpy(), run.reference["true_image_shapes"])
-    _check(run.reference, "preprocessed_inputs", run.preprocessed.numpy(), tol=1e-6)
+    check_reference(run.reference, "preprocessed_inputs", run.preprocessed.numpy(), tol=1e-6)
 
 
 def test_predictions_match(run: Run) -> None:
     for key in PREDICT_KEYS:
-        _check(run.reference, f"predict/{key}", np.asarray(run.predictions[key]))
+        check_reference(run.reference, f"predict/{key}", np.asarray(run.predictions[key]))
     maps = run.predictions["feature_maps"]
     meta = json.loads((FIXTURES / run.name / "meta.json").read_text())
     assert len(maps) == sum(1 for k in meta["predict_keys"] if k.startswith("feature_maps_"))
     for i, feature in enumerate(maps):
         key = f"predict/feature_maps_{i}"
-        _check(run.reference, key, feature.numpy(), tol=ILL_CONDITIONED.get((run.name, key), 1e-4))
+        check_reference(run.reference, key, feature.numpy(), tol=ILL_CONDITIONED.get((run.name, key), 1e-4))
 
 
 def test_detections_match(run: Run) -> None:
@@ -142,7 +129,7 @@ def test_detections_match(run: Run) -> None:
     np.testing.assert_allclose(det["detection_scores"], ref["postprocess/detection_scores"], atol=2e-4)
     np.testing.assert_allclose(det["detection_boxes"], ref["postprocess/detection_boxes"], atol=1e-4)
     for key in ("raw_detection_boxes", "raw_detection_scores", "detection_multiclass_scores"):
-        _check(ref, f"postprocess/{key}", det[key])
+        check_reference(ref, f"postprocess/{key}", det[key])
 
 
 @pytest.mark.parametrize("name", ["ssd_resnet101_v1_fpn_640x640_coco17_tpu-8", "ssd_resnet152_v1_fpn_640x640_coco17_tpu-8"])
