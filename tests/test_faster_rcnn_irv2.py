@@ -7,6 +7,7 @@ stage by stage on the reference's own inputs to each stage (1e-4 relative L2), t
 from __future__ import annotations
 
 import dataclasses
+import gc
 import functools
 import subprocess
 import sys
@@ -86,11 +87,13 @@ class Run:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Run]:
-    """One :class:`Run` per model, made on first use."""
+    """One :class:`Run` per model, made on first use; only the latest is kept (each holds gigabytes)."""
     made: dict[str, Run] = {}
 
     def get(name: str) -> Run:
         if name not in made:
+            made.clear()
+            gc.collect()
             folder = tmp_path_factory.mktemp(name)
             subprocess.run(
                 [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{name}.json"), str(folder),
