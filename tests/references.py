@@ -1,7 +1,23 @@
 """Comparing our outputs with the original implementation's reference arrays (``fixtures/NAME/reference.npz``)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+
+from .conftest import FIXTURES, MANIFESTS, TOOLS
+
+
+def write_reference_checkpoint(name: str, folder: str | Path) -> Path:
+    """The checkpoint the references were computed with: the manifest's keys, seed 0, the fixture's overrides."""
+    subprocess.run(
+        [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{name}.json"), str(folder),
+         "--seed", "0", "--overrides", str(FIXTURES / name / "overrides.npz")],
+        check=True, capture_output=True,
+    )
+    return Path(folder)
 
 
 def rel_l2(got: np.ndarray, want: np.ndarray) -> float:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
+from tests.conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS
+from .references import write_reference_checkpoint
 from zoo.checkpoint import match_variables, restore
 from zoo.errors import UnsupportedModelError
 from zoo.models.backbones import available_backbones
@@ -84,11 +83,7 @@ def synth_checkpoints(tmp_path_factory: pytest.TempPathFactory):
     def make(name: str) -> Path:
         if name not in done:
             out = root / name
-            subprocess.run(
-                [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{name}.json"), str(out),
-                 "--seed", "0", "--overrides", str(FIXTURES / name / "overrides.npz")],
-                check=True, capture_output=True,
-            )
+            write_reference_checkpoint(name, out)
             done[name] = out
         return done[name]
 

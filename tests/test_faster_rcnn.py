@@ -13,14 +13,12 @@ their order, and proposal corners move by ~0.01 px.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
+from conftest import CONFIGS, FIXTURES, INPUT_IMAGE
 from PIL import Image
 
 from zoo.checkpoint import restore
@@ -34,7 +32,7 @@ from zoo.models.nms import NmsConfig, batch_multiclass_nms
 from zoo.models.preprocess import Resizer
 from zoo.pipeline_config import load, model_config
 
-from .references import check_reference
+from .references import check_reference, write_reference_checkpoint
 
 NAME = "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8"
 FIRST_STAGE_KEYS = (
@@ -76,11 +74,7 @@ class Run:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp(NAME)
-    subprocess.run(
-        [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{NAME}.json"), str(folder),
-         "--seed", "0", "--overrides", str(FIXTURES / NAME / "overrides.npz")],
-        check=True, capture_output=True,
-    )
+    write_reference_checkpoint(NAME, folder)
     return folder
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import functools
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
+from conftest import CONFIGS, FIXTURES, INPUT_IMAGE
 from PIL import Image
 
 from zoo.checkpoint import restore
@@ -29,7 +27,7 @@ from zoo.models.nms import NmsConfig
 from zoo.models.preprocess import Resizer
 from zoo.pipeline_config import load, model_config, parse
 
-from .references import check_reference, rel_l2
+from .references import check_reference, rel_l2, write_reference_checkpoint
 
 MASK_RCNN = "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8"
 NAMES = ("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", "faster_rcnn_inception_resnet_v2_1024x1024_coco17_tpu-8",
@@ -95,11 +93,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Run]:
             made.clear()
             gc.collect()
             folder = tmp_path_factory.mktemp(name)
-            subprocess.run(
-                [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{name}.json"), str(folder),
-                 "--seed", "0", "--overrides", str(FIXTURES / name / "overrides.npz")],
-                check=True, capture_output=True,
-            )
+            write_reference_checkpoint(name, folder)
             made[name] = Run(name, folder)
         return made[name]
 

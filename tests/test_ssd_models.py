@@ -9,15 +9,13 @@ SavedModel exported from the same weights.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
+from conftest import CONFIGS, FIXTURES, INPUT_IMAGE
 from PIL import Image
 
 from zoo.checkpoint import restore
@@ -25,7 +23,7 @@ from zoo.errors import CheckpointMismatchError
 from zoo.models.ssd import SSD, build_ssd
 from zoo.pipeline_config import load, model_config
 
-from .references import check_reference, rel_l2
+from .references import check_reference, rel_l2, write_reference_checkpoint
 
 FPNLITE = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
 EFFICIENTDET = "efficientdet_d0_coco17_tpu-32"
@@ -39,11 +37,7 @@ def _build(name: str, **kw) -> SSD:
 
 
 def _synth_checkpoint(name: str, folder: Path) -> Path:
-    subprocess.run(
-        [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{name}.json"), str(folder),
-         "--seed", "0", "--overrides", str(FIXTURES / name / "overrides.npz")],
-        check=True, capture_output=True,
-    )
+    write_reference_checkpoint(name, folder)
     return folder
 
 

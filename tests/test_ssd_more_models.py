@@ -10,15 +10,13 @@ and 1024x1024 ResNet variants run the same code (checked once by hand; too slow 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
+from conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS
 from PIL import Image
 
 from zoo.checkpoint import restore
@@ -31,7 +29,7 @@ from zoo.models.ssd import (
 )
 from zoo.pipeline_config import load, model_config, parse
 
-from .references import check_reference
+from .references import check_reference, write_reference_checkpoint
 
 RESNET50 = "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8"
 MOBILENET_V1_FPN = "ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8"
@@ -66,11 +64,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory):
     def get(name: str) -> Path:
         if name not in made:
             folder = tmp_path_factory.mktemp(name)
-            subprocess.run(
-                [sys.executable, str(TOOLS / "synth_checkpoint.py"), str(MANIFESTS / f"{name}.json"), str(folder),
-                 "--seed", "0", "--overrides", str(FIXTURES / name / "overrides.npz")],
-                check=True, capture_output=True,
-            )
+            write_reference_checkpoint(name, folder)
             made[name] = folder
         return made[name]
 
