@@ -34,6 +34,11 @@ class IntegrityError(ZooError, ValueError):
     """Downloaded or cached bytes do not match the expected digest or manifest."""
 
 
+class DamagedArchiveError(IntegrityError):
+    """An archive that fails its own checks (codec CRC or length, truncated tar, unreadable
+    checkpoint): damaged in transfer or storage, not hostile; fetching it again may help."""
+
+
 class UnsafeArchiveError(ZooError, ValueError):
     """An archive member would escape the destination, is a device, or exceeds the limits."""
 
