@@ -36,8 +36,10 @@ def test_grayscale_rgba_and_float_conversion() -> None:
     assert rgba.shape == (2, 2, 3) and rgba.max() == 9
     single_channel = to_rgb_uint8(np.full((2, 2, 1), 3, np.uint8))
     assert single_channel.shape == (2, 2, 3)
-    floats = to_rgb_uint8(np.full((2, 2, 3), 254.6, np.float32))
-    assert floats.dtype == np.uint8 and floats.max() == 255
+    floats = to_rgb_uint8(np.array([[[0.0, 0.5, 1.0]]], np.float32))
+    assert floats.dtype == np.uint8 and floats.tolist() == [[[0, 128, 255]]]
+    sixteen = to_rgb_uint8(np.array([[0, 257 * 100, 65535]], np.uint16))
+    assert sixteen[..., 0].tolist() == [[0, 100, 255]]
     ints = to_rgb_uint8(np.full((2, 2, 3), 200, np.int64))
     assert ints.dtype == np.uint8 and ints.max() == 200
 
@@ -65,6 +67,8 @@ def test_pil_modes_and_paths(tmp_path: Path) -> None:
         (np.zeros((0, 4, 4, 3), np.uint8), "empty batch"),
         (np.array([[[np.inf, 0, 0]]], np.float32), "NaN or infinite"),
         (np.full((2, 2, 3), 300.0), r"\[300, 300\]"),
+        (np.full((2, 2, 3), 254.6, np.float32), r"float images must lie in \[0, 1\].*uint8"),
+        (np.full((2, 2, 3), -0.5), r"float images must lie in \[0, 1\]"),
         (np.full((2, 2, 3), -1, np.int32), "0..255"),
         (np.zeros((2, 2, 3), bool), "dtype bool"),
         (np.array([["a"]]), "dtype"),

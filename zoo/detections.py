@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from . import validate
+from .errors import ArgumentError, InputError
 from .labels import PERSON_KEYPOINT_EDGES, label_name
 
 
@@ -111,11 +113,13 @@ class Detections:
         )
 
     def filter(self, score_threshold: float = 0.0, max_detections: int | None = None) -> Detections:
-        """Keep detections scoring at least ``score_threshold``, at most ``max_detections`` of them."""
+        """Keep detections scoring at least ``score_threshold`` (in [0, 1]), at most ``max_detections``
+        (>= 1, None for all) of them."""
+        score_threshold, max_detections = check_filter_arguments(score_threshold, max_detections)
         keep = np.flatnonzero(self.scores >= score_threshold)
         keep = keep[np.argsort(-self.scores[keep], kind="stable")]
         if max_detections is not None:
-            keep = keep[: max(0, int(max_detections))]
+            keep = keep[:max_detections]
         return self[keep]
 
     # ----------------------------------------------------------------- conversions
@@ -125,6 +129,9 @@ class Detections:
         ``category_ids`` maps this model's label ids to the dataset's, when they differ.
         Keypoint models add ``"keypoints"`` as ``[x, y, v] * K`` with ``v`` the keypoint score.
         """
+        image_id = validate.integer(image_id, "image_id")
+        if category_ids is not None:
+            category_ids = _check_category_ids(category_ids)
         out = []
         for i in range(len(self)):
             x0, y0, x1, y1 = (float(v) for v in self.boxes[i])
@@ -134,7 +141,7 @@ class Detections:
                     continue
                 cls_id = int(category_ids[cls_id])
             item = {
-                "image_id": int(image_id),
+                "image_id": image_id,
                 "category_id": cls_id,
                 "bbox": [x0, y0, x1 - x0, y1 - y0],
                 "score": float(self.scores[i]),
@@ -180,13 +187,25 @@ class Detections:
         keypoint_threshold: float = 0.3,
         edges: Sequence[tuple[int, int]] = PERSON_KEYPOINT_EDGES,
     ) -> np.ndarray:
-        """Return a copy of ``image`` (HxWx3 uint8) with boxes, labels, keypoints and masks drawn."""
+        """Return a copy of ``image`` with boxes, labels, keypoints and masks drawn, as HxWx3 uint8.
+
+        ``image`` is the picture these detections were computed on (``image_size``), in any form
+        :func:`zoo.images.to_rgb_uint8` accepts (uint8 RGB, grayscale, RGBA, 16-bit, floats in [0, 1]).
+        """
         from PIL import Image, ImageDraw
 
-        base = np.asarray(image)
-        if base.ndim == 2:
-            base = np.stack([base] * 3, axis=-1)
-        base = base[..., :3].astype(np.uint8)
+        from .images import to_rgb_uint8
+
+        score_threshold = validate.probability(score_threshold, "score_threshold")
+        keypoint_threshold = validate.probability(keypoint_threshold, "keypoint_threshold")
+        edges = _check_edges(edges)
+        if isinstance(image, (str, bytes)) or image is None:
+            raise InputError(f"draw() takes the image as an array (HxWx3 uint8), not {type(image).__name__}; "
+                             "read files with zoo.images.load_image")
+        base = to_rgb_uint8(image, what="the image to draw on")
+        if tuple(base.shape[:2]) != tuple(self.image_size):
+            raise InputError(f"the image to draw on is {base.shape[0]}x{base.shape[1]} (HxW) but these detections are "
+                             f"for a {self.image_size[0]}x{self.image_size[1]} image; draw on the image given to detect()")
         shown = self.filter(score_threshold)
         if shown.masks is not None and len(shown):
             base = base.copy()
@@ -212,6 +231,33 @@ class Detections:
                     if ok:
                         pen.ellipse([kx - 2, ky - 2, kx + 2, ky + 2], fill=color)
         return np.asarray(canvas)
+
+
+def check_filter_arguments(score_threshold: Any, max_detections: Any) -> tuple[float, int | None]:
+    """``(score_threshold, max_detections)`` checked: a finite number in [0, 1], and None or >= 1."""
+    return (validate.probability(score_threshold, "score_threshold"),
+            validate.optional_integer(max_detections, "max_detections", minimum=1))
+
+
+def _check_category_ids(category_ids: Any) -> dict[int, int]:
+    if not isinstance(category_ids, Mapping):
+        raise ArgumentError(f"category_ids must map model label ids to dataset ids, got {type(category_ids).__name__}")
+    return {validate.integer(k, "category_ids key"): validate.integer(v, f"category_ids[{k!r}]")
+            for k, v in category_ids.items()}
+
+
+def _check_edges(edges: Any) -> list[tuple[int, int]]:
+    try:
+        pairs = [tuple(edge) for edge in edges]
+    except TypeError:
+        raise ArgumentError(f"edges must be a list of (keypoint, keypoint) index pairs, got {edges!r}") from None
+    out = []
+    for i, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise ArgumentError(f"edges[{i}] must be a pair of keypoint indices, got {pair!r}")
+        out.append((validate.integer(pair[0], f"edges[{i}][0]", minimum=0),
+                    validate.integer(pair[1], f"edges[{i}][1]", minimum=0)))
+    return out
 
 
 def _color(class_id: int) -> tuple[int, int, int]:

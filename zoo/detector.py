@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .detections import Detections
+from .detections import Detections, check_filter_arguments
 from .images import ImageBatch, normalize_images
 from .masks import reframe_box_masks
 
@@ -69,7 +69,11 @@ class Detector:
     def detect(
         self, images: Any, *, score_threshold: float = 0.0, max_detections: int | None = None
     ) -> Detections | list[Detections]:
-        """Detect objects. One ``Detections`` for one image, a list for a list or a batch."""
+        """Detect objects. One ``Detections`` for one image, a list for a list or a batch.
+
+        ``score_threshold``: a finite number in [0, 1]; ``max_detections``: None (all) or >= 1.
+        """
+        score_threshold, max_detections = check_filter_arguments(score_threshold, max_detections)
         batch = normalize_images(images)
         outputs = self._run(batch)
         return self._convert(batch, outputs, score_threshold, max_detections)
@@ -85,6 +89,7 @@ class Detector:
         backend call (resize, network and box decoding run inside the model's graph, as in the
         exported SavedModel); ``postprocess_s``: conversion to ``Detections`` and filtering.
         """
+        score_threshold, max_detections = check_filter_arguments(score_threshold, max_detections)
         t0 = time.perf_counter()
         batch = normalize_images(image)
         t1 = time.perf_counter()

@@ -73,3 +73,11 @@ class DeviceError(ZooError, RuntimeError):
 
 class DatasetError(ZooError, ValueError):
     """A COCO-format dataset or results file that cannot be used."""
+
+
+class SettingsError(ZooError, ValueError):
+    """An ``ODZOO_*`` environment variable holds a value odzoo cannot use."""
+
+
+class ArgumentError(ZooError, ValueError):
+    """An argument of the wrong type or outside its range: names the argument, the value and what is allowed."""

@@ -8,6 +8,7 @@ file, the entry and the field.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 import functools
 import os
@@ -19,6 +20,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from . import settings
 from .errors import RegistryError, UnknownModelError
 from .labels import COCO_LABELS
 
@@ -341,14 +343,19 @@ def _parse_entry(raw: Any, ctx: _Entry, defaults: Mapping[str, Any], base: Path)
 def parse_registry_file(path: str | os.PathLike[str]) -> list[ModelSpec]:
     """Read and validate one registry file."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise RegistryError(f"{path}: is a folder, not a registry file; name the registry .yaml file "
+                            f"(e.g. {path / 'registry.yaml'}) in {ENV_REGISTRY}")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistryError(f"{path}: cannot read registry file ({exc.strerror}); check {ENV_REGISTRY}") from exc
+    except UnicodeDecodeError:
+        raise RegistryError(f"{path}: not a text file (registries are UTF-8 YAML); check {ENV_REGISTRY}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RegistryError(f"{path}: not valid YAML: {exc}") from exc
+        raise RegistryError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict) or "models" not in data:
         raise RegistryError(f"{path}: a registry is a mapping with a 'models:' list")
     unknown = set(data) - set(_TOP_KEYS)
@@ -364,6 +371,14 @@ def parse_registry_file(path: str | os.PathLike[str]) -> list[ModelSpec]:
         raise RegistryError(f"{path}: 'models' must be a list of entries")
     base = path.resolve().parent
     return [_parse_entry(raw, _Entry(path, i, None), defaults, base) for i, raw in enumerate(models)]
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what the YAML parser found and where."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 # ----------------------------------------------------------------------------- the registry
@@ -391,11 +406,27 @@ class Registry:
         return isinstance(name, str) and name in self._names
 
     def get(self, name: str) -> ModelSpec:
+        if not isinstance(name, str):
+            raise UnknownModelError(f"a model name is a string, not {type(name).__name__} {name!r}")
         if name in self._names:
             return self._specs[self._names[name]]
-        close = [k for k in self._names if name.lower() in k.lower()][:5]
+        close = self.suggestions(name)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownModelError(f"unknown model {name!r}.{hint} Run 'odzoo list' to see every model.")
+
+    def suggestions(self, name: object, limit: int = 5) -> list[str]:
+        """Names and aliases close to ``name``: containing it, or similar spellings (typos)."""
+        if not isinstance(name, str) or not name.strip():
+            return []
+        lowered = {k.lower(): k for k in self._names}
+        needle = name.strip().lower()
+        similar = difflib.get_close_matches(needle, list(lowered), n=limit, cutoff=0.75)
+        if similar:  # keep the spellings about as close as the closest one
+            best = difflib.SequenceMatcher(None, needle, similar[0]).ratio()
+            similar = [k for k in similar if difflib.SequenceMatcher(None, needle, k).ratio() >= best - 0.04]
+        found = [lowered[k] for k in similar]
+        found += [k for k in self._names if needle in k.lower() and k not in found]
+        return found[:limit]
 
     def list(self, pattern: str | None = None, **filters: Any) -> list[ModelSpec]:
         out = []
@@ -423,8 +454,7 @@ def _matches(spec: ModelSpec, key: str, want: Any) -> bool:
 
 def registry_files() -> list[Path]:
     """The packaged registry followed by the files named in ``ODZOO_REGISTRY``."""
-    extra = [Path(p) for p in os.environ.get(ENV_REGISTRY, "").split(os.pathsep) if p.strip()]
-    return [PACKAGED_REGISTRY, *extra]
+    return [PACKAGED_REGISTRY, *settings.registry_files()]
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,17 +1,17 @@
-"""tqdm progress bars that stay quiet when stderr is not a terminal, ODZOO_QUIET=1 or progress=False."""
+"""tqdm progress bars that stay quiet when stderr is not a terminal, ODZOO_QUIET is true or progress=False."""
 from __future__ import annotations
 
 import sys
 from typing import Any, Self
 
-from zoo.hub.config import env_flag
+from zoo import settings
 
 
 def enabled(progress: bool | None) -> bool:
     """Resolve the ``progress`` argument: True/False force; None follows ODZOO_QUIET and the TTY."""
     if progress is not None:
         return bool(progress)
-    if env_flag("ODZOO_QUIET"):
+    if settings.quiet():
         return False
     try:
         return sys.stderr.isatty()
