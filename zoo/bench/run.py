@@ -12,7 +12,6 @@ mAP figures in reports are in percent (COCO AP x 100), like the zoo's published 
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,8 +62,10 @@ class BenchOptions:
 
 
 def quiet() -> bool:
-    """True when ``ODZOO_QUIET=1`` asks for no progress output."""
-    return os.environ.get("ODZOO_QUIET", "").strip().lower() in ("1", "true", "yes", "on")
+    """True when ``ODZOO_QUIET`` asks for no progress output."""
+    from .. import settings
+
+    return settings.quiet()
 
 
 def progress(*, desc: str, total: int | None = None) -> Any:

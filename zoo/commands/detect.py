@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import ArgumentError
+from .arguments import IMAGE_SUFFIXES, output_file, output_folder, probability, whole
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,37 +18,71 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", "-m", required=True, help="registry name or alias, URL, archive or model folder")
     p.add_argument("--backend", default="keras", choices=("keras", "saved_model", "hub"),
                    help="keras (our implementation, CenterNet), saved_model (the archive's export, any model), hub")
-    p.add_argument("--threshold", "-t", type=float, default=0.3, help="minimum score to keep (default 0.3)")
-    p.add_argument("--max-detections", type=int, default=None, help="keep at most this many per image")
+    p.add_argument("--threshold", "-t", type=probability(), default=0.3,
+                   help="minimum score to keep, in [0, 1] (default 0.3)")
+    p.add_argument("--max-detections", type=whole(minimum=1), default=None, metavar="N",
+                   help="keep at most N (>= 1) per image")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--out", "-o", type=Path, help="annotated image to write (one input image only)")
+    out.add_argument("--out", "-o", type=Path,
+                     help=f"annotated image to write (one input image only; {', '.join(IMAGE_SUFFIXES)})")
     out.add_argument("--out-dir", type=Path, help="folder for annotated images (<name>.detections.png)")
     p.add_argument("--json", action="store_true", help="print detections as JSON instead of a table")
     p.add_argument("--offline", action="store_true", default=None, help="use the cache only")
     p.set_defaults(func=_detect)
 
 
+def _targets(args: argparse.Namespace) -> list[Path | None]:
+    """Where each annotated image goes, checked before any model is loaded."""
+    if args.out is not None:
+        if len(args.images) != 1:
+            raise ArgumentError(f"--out takes one image but {len(args.images)} were given; use --out-dir")
+        return [output_file("--out", args.out, IMAGE_SUFFIXES)]
+    if args.out_dir is not None:
+        folder = output_folder("--out-dir", args.out_dir)
+        targets = [folder / f"{Path(path).stem}.detections.png" for path in args.images]
+        seen: dict[Path, str] = {}
+        for path, target in zip(args.images, targets):
+            if target in seen:
+                raise ArgumentError(f"{seen[target]} and {path} would both be drawn to {target}; "
+                                    "detect them in separate runs or rename one")
+            if target.is_dir():
+                raise ArgumentError(f"--out-dir: {target} is a folder; remove it or choose another --out-dir")
+            seen[target] = path
+        return list(targets)
+    return [None] * len(args.images)
+
+
+def _save(picture, target: Path) -> None:
+    """Write the image whole or not at all (a temporary file renamed into place)."""
+    from PIL import Image
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fmt = Image.registered_extensions()[target.suffix.lower()]
+    fd, part = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            Image.fromarray(picture).save(stream, format=fmt)
+        os.replace(part, target)
+    except BaseException:
+        Path(part).unlink(missing_ok=True)
+        raise
+
+
 def _detect(args: argparse.Namespace) -> int:
     from ..images import load_image
-    from ..loading import load
 
-    if args.out is not None and len(args.images) != 1:
-        raise InputError(f"--out takes one image but {len(args.images)} were given; use --out-dir")
+    from ..loading import load, resolve_spec
+
+    resolve_spec(args.model)  # an unknown name fails here, with suggestions
+    targets = _targets(args)
     images = [load_image(path) for path in args.images]  # fail on a bad file before loading the model
+
     detector = load(args.model, backend=args.backend, offline=args.offline)
     report = []
-    for path, image in zip(args.images, images):
+    for path, image, target in zip(args.images, images, targets):
         result = detector.detect(image, score_threshold=args.threshold, max_detections=args.max_detections)
-        target = None
-        if args.out is not None:
-            target = args.out
-        elif args.out_dir is not None:
-            target = args.out_dir / f"{Path(path).stem}.detections.png"
         if target is not None:
-            from PIL import Image
-
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(result.draw(image, score_threshold=args.threshold)).save(target)
+            _save(result.draw(image, score_threshold=args.threshold), target)
         report.append((path, result, target))
     if args.json:
         payload = [

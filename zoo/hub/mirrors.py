@@ -1,9 +1,9 @@
 """Which URLs to try for a file: ``ODZOO_MIRROR`` bases first (in order), then the original URL."""
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit, urlunsplit
 
+from zoo import settings
 from zoo.errors import DownloadError
 
 _SCHEMES = ("http", "https", "file")
@@ -11,7 +11,7 @@ _SCHEMES = ("http", "https", "file")
 
 def mirror_bases(raw: str | None = None) -> list[str]:
     """Parse ``ODZOO_MIRROR`` (comma-separated ``http(s)://host[:port][/prefix]`` or ``file:///dir``)."""
-    raw = os.environ.get("ODZOO_MIRROR", "") if raw is None else raw
+    raw = settings.mirror_list() if raw is None else raw
     bases = []
     for item in raw.split(","):
         item = item.strip()
