@@ -1,14 +1,25 @@
-"""Instance masks: box-relative mask predictions (Mask R-CNN's ``detection_masks``) -> image masks."""
+"""Instance masks: box-relative mask predictions (Mask R-CNN's ``detection_masks``) -> image masks.
+
+The zoo's exporter pastes each ``[h, w]`` box mask into the image by mapping the whole image into the
+box's frame and resampling the mask there with ``tf.image.crop_and_resize`` (bilinear, 0 outside the
+mask). That op is *corner aligned*: image row ``i`` of ``H`` sits at ``i / (H - 1)`` of the image and
+mask row ``k`` of ``h`` at ``k / (h - 1)`` of the box, so the box's edges pass through the centres of
+the mask's outer cells. :func:`reframe_box_masks` evaluates exactly that arithmetic (float32, in the
+op's order of operations), so its masks equal the exported model's to the bit.
+"""
 from __future__ import annotations
 
 import numpy as np
+
+_MIN_BOX_SIZE = np.float32(1e-4)  # the exporter floors box sizes at this before dividing by them
 
 
 def reframe_box_masks(masks: np.ndarray, boxes_normalized: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """Paste ``[N, h, w]`` masks predicted inside each box into ``[N, H, W]`` image-sized masks.
 
     ``boxes_normalized`` are ``(ymin, xmin, ymax, xmax)`` in [0, 1] of the image. Each mask is
-    resampled bilinearly over its box (values stay probabilities); pixels outside the box are 0.
+    resampled bilinearly over its box, corner aligned as the zoo's exporter does (values stay
+    probabilities); pixels whose position falls outside the mask are 0.
     """
     height, width = int(image_size[0]), int(image_size[1])
     masks = np.asarray(masks, np.float32)
@@ -16,33 +27,38 @@ def reframe_box_masks(masks: np.ndarray, boxes_normalized: np.ndarray, image_siz
     if masks.ndim != 3 or masks.shape[0] != boxes.shape[0]:
         raise ValueError(f"expected [N, h, w] masks for {boxes.shape[0]} boxes, got shape {masks.shape}")
     out = np.zeros((boxes.shape[0], height, width), np.float32)
-    ys = (np.arange(height, dtype=np.float32) + 0.5) / max(height, 1)
-    xs = (np.arange(width, dtype=np.float32) + 0.5) / max(width, 1)
-    for i, (mask, (y0, x0, y1, x1)) in enumerate(zip(masks, boxes)):
-        if y1 <= y0 or x1 <= x0:
-            continue
-        rows = np.flatnonzero((ys >= y0) & (ys <= y1))
-        cols = np.flatnonzero((xs >= x0) & (xs <= x1))
+    for mask, (y0, x0, y1, x1), image_mask in zip(masks, boxes, out):
+        rows, top, bottom, y_lerp = _sample_positions(y0, y1, mask.shape[0], height)
+        cols, left, right, x_lerp = _sample_positions(x0, x1, mask.shape[1], width)
         if rows.size == 0 or cols.size == 0:
             continue
-        # pixel centres -> continuous mask coordinates (cell centres at k + 0.5)
-        my = (ys[rows] - y0) / (y1 - y0) * mask.shape[0] - 0.5
-        mx = (xs[cols] - x0) / (x1 - x0) * mask.shape[1] - 0.5
-        out[i][np.ix_(rows, cols)] = _bilinear(mask, my, mx)
+        x_lerp = x_lerp[np.newaxis, :]
+        upper = mask[np.ix_(top, left)] + (mask[np.ix_(top, right)] - mask[np.ix_(top, left)]) * x_lerp
+        lower = mask[np.ix_(bottom, left)] + (mask[np.ix_(bottom, right)] - mask[np.ix_(bottom, left)]) * x_lerp
+        image_mask[np.ix_(rows, cols)] = upper + (lower - upper) * y_lerp[:, np.newaxis]
     return out
 
 
-def _bilinear(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Sample ``grid`` at the outer product of ``ys`` x ``xs`` (clamped to the edges)."""
-    h, w = grid.shape
-    ys = np.clip(ys, 0.0, h - 1.0)
-    xs = np.clip(xs, 0.0, w - 1.0)
-    y0 = np.floor(ys).astype(int)
-    x0 = np.floor(xs).astype(int)
-    y1 = np.minimum(y0 + 1, h - 1)
-    x1 = np.minimum(x0 + 1, w - 1)
-    fy = (ys - y0)[:, None]
-    fx = (xs - x0)[None, :]
-    top = grid[np.ix_(y0, x0)] * (1 - fx) + grid[np.ix_(y0, x1)] * fx
-    bottom = grid[np.ix_(y1, x0)] * (1 - fx) + grid[np.ix_(y1, x1)] * fx
-    return top * (1 - fy) + bottom * fy
+def _sample_positions(
+    low: np.float32, high: np.float32, mask_size: int, image_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Along one axis: the image indices that land on the mask, their two mask neighbours and the weight.
+
+    The image's extent ``[0, 1]`` expressed in the box's frame is ``[-low, 1 - low] / (high - low)``;
+    image index ``i`` then samples the mask at ``start + i * step`` (mask cells), all in float32.
+    """
+    f32 = np.float32
+    extent = np.maximum(high - low, _MIN_BOX_SIZE)
+    start_frac = (f32(0.0) - low) / extent
+    end_frac = (f32(1.0) - low) / extent
+    last = f32(mask_size - 1)
+    index = np.arange(image_size, dtype=np.float32)
+    if image_size > 1:
+        step = (end_frac - start_frac) * last / f32(image_size - 1)
+        position = start_frac * last + index * step
+    else:  # a single sample is taken at the centre (computed in double, as the op does)
+        position = np.full(1, 0.5 * (float(start_frac) + float(end_frac)) * (mask_size - 1), np.float32)
+    inside = np.flatnonzero((position >= 0) & (position <= last))
+    position = position[inside]
+    lower = np.floor(position)
+    return inside, lower.astype(np.intp), np.ceil(position).astype(np.intp), (position - lower).astype(np.float32)
