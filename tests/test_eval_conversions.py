@@ -106,5 +106,5 @@ def test_results_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="JSON list"):
         load_results(tmp_path / "bad.json")
     (tmp_path / "bad.json").write_text('[{"image_id": 1, "bbox": [0, 0, 1, 1]}]')
-    with pytest.raises(DatasetError, match=r"result \[0\]"):
+    with pytest.raises(DatasetError, match=r"results\[0\] lacks category_id, score"):
         load_results(tmp_path / "bad.json")

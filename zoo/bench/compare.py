@@ -9,7 +9,6 @@ Models are matched by name and device. With ``tolerance`` t (relative), a regres
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +45,11 @@ class Finding:
 
 def load(path: str | Path) -> dict[str, Any]:
     """Read a ``results.json`` written by ``odzoo bench``."""
+    from ..datasets.json_file import read_json
+
     p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"benchmark results not found: {p}; pass a results.json written by 'odzoo bench'")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"benchmark results {p} are not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
+    doc = read_json(p, what="benchmark results", expect=dict, hint="pass a results.json written by 'odzoo bench'")
+    if not isinstance(doc.get("models"), list):
         raise DatasetError(f"{p} is not an odzoo results.json (no 'models' list)")
     return doc
 

@@ -1,7 +1,8 @@
 """Read any COCO-format detection dataset: an annotations JSON file plus a folder of images."""
 from __future__ import annotations
 
-import json
+import math
+import numbers
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,49 +10,106 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from .json_file import read_json
 
 _REQUIRED_IMAGE_KEYS = ("id", "file_name")
 _REQUIRED_ANN_KEYS = ("image_id", "category_id", "bbox")
 
 
 def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DatasetError(f"COCO annotations file not found: {path}; pass the path of an instances JSON file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"COCO annotations file {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise DatasetError(
-            f"COCO annotations file {path} must hold a JSON object with 'images', 'annotations', 'categories'")
-    return data
+    return read_json(path, what="COCO annotations file", expect=dict,
+                     hint="pass a COCO instances JSON file (an object with images, annotations, categories)")
+
+
+# ----------------------------------------------------------------------------- record checks
+def is_number(value: Any) -> bool:
+    """A finite real number (Python or NumPy), not a boolean."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_integer(value: Any) -> bool:
+    """A whole number (Python or NumPy integer), not a boolean."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def id_kind(value: Any) -> str | None:
+    """``"integer"`` or ``"string"`` for a usable image id, None otherwise."""
+    if is_integer(value):
+        return "integer"
+    if isinstance(value, str) and value:
+        return "string"
+    return None
+
+
+def check_box(box: Any, where: str) -> None:
+    """``[x, y, width, height]``: four finite numbers, width and height not negative."""
+    if not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box)):
+        raise DatasetError(f"{where}.bbox must be [x, y, width, height] (4 finite numbers), got {box!r}")
+    if box[2] < 0 or box[3] < 0:
+        raise DatasetError(f"{where}.bbox has a negative width or height: {box!r}")
+
+
+def check_keypoints(keypoints: Any, where: str) -> None:
+    """``[x, y, v] * K``: finite numbers, a multiple of three."""
+    if not (isinstance(keypoints, list) and len(keypoints) % 3 == 0 and all(is_number(v) for v in keypoints)):
+        raise DatasetError(f"{where}.keypoints must be a list of [x, y, visibility] triples (finite numbers)")
 
 
 def _validate(data: dict, source: str) -> None:
+    """Check the structure of COCO ground truth; the first problem is named by list, index and field."""
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DatasetError(
                 f"{source}: missing or malformed {key!r} list (COCO format needs images, annotations, categories)")
+    first_kind: tuple[int, str] | None = None
+    image_ids: set[Any] = set()
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or any(k not in img for k in _REQUIRED_IMAGE_KEYS):
             raise DatasetError(f"{source}: images[{i}] lacks one of {_REQUIRED_IMAGE_KEYS}")
+        kind = id_kind(img["id"])
+        if kind is None:
+            raise DatasetError(f"{source}: images[{i}].id must be an integer (or a non-empty string), got {img['id']!r}")
+        if first_kind is None:
+            first_kind = (i, kind)
+        elif kind != first_kind[1]:
+            raise DatasetError(
+                f"{source}: images[{i}].id is {'an' if kind == 'integer' else 'a'} {kind} ({img['id']!r}) but "
+                f"images[{first_kind[0]}].id is {'an' if first_kind[1] == 'integer' else 'a'} {first_kind[1]}; "
+                "image ids must all be integers (as in COCO) or all strings")
+        if img["id"] in image_ids:
+            raise DatasetError(f"{source}: images[{i}].id {img['id']!r} is used twice; image ids must be unique")
+        image_ids.add(img["id"])
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            raise DatasetError(f"{source}: images[{i}].file_name must be a non-empty string, got {img['file_name']!r}")
+        for key in ("height", "width"):
+            if key in img and not (is_integer(img[key]) and img[key] > 0):
+                raise DatasetError(f"{source}: images[{i}].{key} must be a positive integer, got {img[key]!r}")
+    cat_ids: set[int] = set()
     for i, cat in enumerate(data["categories"]):
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise DatasetError(f"{source}: categories[{i}] lacks 'id' or 'name'")
-    image_ids = {img["id"] for img in data["images"]}
-    if len(image_ids) != len(data["images"]):
-        raise DatasetError(f"{source}: image ids are not unique")
-    cat_ids = {c["id"] for c in data["categories"]}
+        if not is_integer(cat["id"]):
+            raise DatasetError(f"{source}: categories[{i}].id must be an integer, got {cat['id']!r}")
+        if cat["id"] in cat_ids:
+            raise DatasetError(f"{source}: categories[{i}].id {cat['id']} is used twice; category ids must be unique")
+        cat_ids.add(cat["id"])
+        if not isinstance(cat["name"], str) or not cat["name"]:
+            raise DatasetError(f"{source}: categories[{i}].name must be a non-empty string, got {cat['name']!r}")
     for i, ann in enumerate(data["annotations"]):
+        where = f"{source}: annotations[{i}]"
         if not isinstance(ann, dict) or any(k not in ann for k in _REQUIRED_ANN_KEYS):
-            raise DatasetError(f"{source}: annotations[{i}] lacks one of {_REQUIRED_ANN_KEYS}")
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise DatasetError(f"{source}: annotations[{i}].bbox must be [x, y, width, height], got {bbox!r}")
-        if ann["image_id"] not in image_ids:
-            raise DatasetError(f"{source}: annotations[{i}] refers to unknown image_id {ann['image_id']}")
-        if ann["category_id"] not in cat_ids:
-            raise DatasetError(f"{source}: annotations[{i}] refers to unknown category_id {ann['category_id']}")
+            raise DatasetError(f"{where} lacks one of {_REQUIRED_ANN_KEYS}")
+        check_box(ann["bbox"], where)
+        if ann["image_id"] not in image_ids or id_kind(ann["image_id"]) != (first_kind and first_kind[1]):
+            raise DatasetError(f"{where} refers to unknown image_id {ann['image_id']!r}")
+        if not is_integer(ann["category_id"]) or ann["category_id"] not in cat_ids:
+            raise DatasetError(f"{where} refers to unknown category_id {ann['category_id']!r}")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+            raise DatasetError(f"{where}.iscrowd must be 0 or 1, got {ann['iscrowd']!r}")
+        if "area" in ann and not (is_number(ann["area"]) and ann["area"] >= 0):
+            raise DatasetError(f"{where}.area must be a non-negative number, got {ann['area']!r}")
+        if "keypoints" in ann:
+            check_keypoints(ann["keypoints"], where)
 
 
 class CocoDataset:

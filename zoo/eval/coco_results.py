@@ -169,18 +169,43 @@ def write_results(results: list[dict], path: str | Path) -> Path:
 
 def load_results(path: str | Path) -> list[dict]:
     """Read and check a COCO results JSON file (a list of detections)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"detections file not found: {p}; pass a COCO results JSON file")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"detections file {p} is not valid JSON: {exc}") from None
-    if not isinstance(data, list):
-        raise DatasetError(f"detections file {p} must hold a JSON list of COCO results")
-    for i, det in enumerate(data):
-        if not isinstance(det, dict) or not {"image_id", "category_id", "score"} <= det.keys():
-            raise DatasetError(f"{p}: result [{i}] lacks image_id, category_id or score")
-        if "bbox" not in det and "keypoints" not in det and "segmentation" not in det:
-            raise DatasetError(f"{p}: result [{i}] has neither bbox, keypoints nor segmentation")
+    from ..datasets.json_file import read_json
+
+    data = read_json(path, what="detections file", expect=list,
+                     hint="pass a COCO results JSON file (a list of {image_id, category_id, bbox, score})")
+    validate_results(data, str(path))
     return data
+
+
+def validate_results(results: Any, source: str = "results") -> None:
+    """Check the structure of COCO results; the first bad record is named by index and field."""
+    from ..datasets.coco import check_box, check_keypoints, id_kind, is_integer, is_number
+
+    if not isinstance(results, (list, tuple)):
+        raise DatasetError(f"{source}: COCO results are a list of detections, not {type(results).__name__}")
+    for i, det in enumerate(results):
+        where = f"{source}: results[{i}]"
+        if not isinstance(det, Mapping):
+            raise DatasetError(f"{where} must be an object, got {type(det).__name__}")
+        missing = [k for k in ("image_id", "category_id", "score") if k not in det]
+        if missing:
+            raise DatasetError(f"{where} lacks {', '.join(missing)}")
+        if "bbox" not in det and "keypoints" not in det and "segmentation" not in det:
+            raise DatasetError(f"{where} has neither bbox, keypoints nor segmentation")
+        if id_kind(det["image_id"]) is None:
+            raise DatasetError(f"{where}.image_id must be an integer (or a string), got {det['image_id']!r}")
+        if not is_integer(det["category_id"]):
+            raise DatasetError(f"{where}.category_id must be an integer, got {det['category_id']!r}")
+        if not is_number(det["score"]):
+            raise DatasetError(f"{where}.score must be a finite number, got {det['score']!r}")
+        if "bbox" in det:
+            check_box(det["bbox"], where)
+        if "keypoints" in det:
+            check_keypoints(det["keypoints"], where)
+        if "segmentation" in det:
+            seg = det["segmentation"]
+            rle = isinstance(seg, Mapping) and "size" in seg and "counts" in seg
+            polygons = isinstance(seg, list) and all(
+                isinstance(p, list) and all(is_number(v) for v in p) for p in seg)
+            if not (rle or polygons):
+                raise DatasetError(f"{where}.segmentation must be an RLE {{size, counts}} or a list of polygons")

@@ -128,20 +128,26 @@ def _ground_truth_dict(ground_truth: Any) -> dict:
     return data
 
 
-def _check_results(results: Sequence[Mapping], gt: dict, iou_type: str) -> list[dict]:
+def _check_results(results: Sequence[Mapping], gt: dict, iou_type: str, source: str = "results") -> list[dict]:
+    from ..datasets.coco import id_kind
+    from .coco_results import validate_results
+
+    validate_results(results, source)
     image_ids = {img["id"] for img in gt["images"]}
+    gt_kind = id_kind(gt["images"][0]["id"]) if gt["images"] else None
     cat_ids = {c["id"] for c in gt["categories"]}
     field = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[iou_type]
     checked = []
     for i, det in enumerate(results):
-        if det.get("image_id") not in image_ids:
-            raise DatasetError(f"detection [{i}] has image_id {det.get('image_id')!r}, which the ground truth lacks")
-        if det.get("category_id") not in cat_ids:
+        where = f"{source}: results[{i}]"
+        if id_kind(det["image_id"]) != gt_kind or det["image_id"] not in image_ids:
+            raise DatasetError(f"{where}.image_id {det['image_id']!r} is not an image of the ground truth")
+        if det["category_id"] not in cat_ids:
             raise DatasetError(
-                f"detection [{i}] has category_id {det.get('category_id')!r}, which the ground truth lacks; "
+                f"{where}.category_id {det['category_id']!r} is not a category of the ground truth; "
                 "map model classes to dataset categories first")
         if field not in det:
-            raise DatasetError(f"detection [{i}] has no {field!r}, needed for {iou_type} evaluation")
+            raise DatasetError(f"{where} has no {field!r}, needed for {iou_type} evaluation")
         checked.append(dict(det))  # the evaluators only add keys: a shallow copy keeps the caller's dicts intact
     return checked
 
@@ -188,8 +194,13 @@ def evaluate(
         raise DatasetError(f"unknown iou_type {iou_type!r}; choose {', '.join(IOU_TYPES)}")
     name = resolve_evaluator(evaluator)
     gt = _ground_truth_dict(ground_truth)
-    dets = load_results(results) if isinstance(results, (str, Path)) else list(results)
-    checked = _check_results(dets, gt, iou_type)
+    if isinstance(results, (str, Path)):
+        dets, source = load_results(results), str(results)
+    elif isinstance(results, (list, tuple)):
+        dets, source = list(results), "results"
+    else:
+        raise DatasetError(f"results must be a list of COCO detections or a path, not {type(results).__name__}")
+    checked = _check_results(dets, gt, iou_type, source)
     start = time.perf_counter()
     if name == "faster_coco_eval":
         import faster_coco_eval as module
