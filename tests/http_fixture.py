@@ -6,20 +6,27 @@
         srv.requests                         # what was asked: path, Range header, status, bytes sent
 
 Faults apply to the next matching requests in order (each ``times`` times, optionally only for a
-``path``):
+``path``, or only for requests with a Range header when ``ranged``):
   drop      send ``at`` body bytes, then close the connection (Content-Length promised the whole)
   status    answer ``code`` (e.g. 503, 429) with optional ``headers`` (e.g. Retry-After) and no body
   short     send ``at`` body bytes without Content-Length, then close (a silently truncated body)
-  corrupt   send the body with the byte at ``at`` flipped
+  corrupt   send the body with the byte at file offset ``at`` flipped (``spread`` bytes, ``chunk``
+            apart), headers unchanged (a body damaged on the way)
   stall     send ``at`` bytes, then stall for ``delay`` seconds before closing
   trickle   send the body in ``chunk``-byte pieces with ``delay`` seconds between them
-Persistent switches: ``ignore_range`` (always answer 200 with the whole file), ``etag``.
+  slow      wait ``delay`` seconds before answering, then answer normally (a slow start)
+  norange   answer 200 with the whole file even when a Range was asked
+Persistent switches: ``ignore_range`` (always answer 200 with the whole file), ``etag``,
+``last_modified``, ``md5`` (None, ``"goog"``: ``x-goog-hash: crc32c=..,md5=..`` of the whole file
+on every answer, as Cloud Storage sends; ``"content-md5"``: ``Content-MD5`` on 200 answers).
 Requests for absolute URLs (``GET http://host/path``) are served from ``path``, so the server also
 works as an HTTP proxy for any host; ``tls=(cert, key)`` serves https.
 """
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
 import os
 import re
 import socket
@@ -53,6 +60,8 @@ class Fault:
     chunk: int = 1024
     times: int = 1
     path: str | None = None
+    ranged: bool = False
+    spread: int = 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -75,7 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
         record = Request(path, rng, 0, if_range=self.headers.get("If-Range"))
         with owner.lock:
             owner.requests.append(record)
-        fault = owner._take_fault(path)
+        fault = owner._take_fault(path, ranged=bool(rng))
         file = owner.root / path.lstrip("/")
         if ".." in Path(path).parts or not file.is_file():
             self._plain(record, 404)
@@ -83,11 +92,14 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.kind == "status":
             self._plain(record, fault.code, fault.headers)
             return
+        if fault and fault.kind == "slow":
+            time.sleep(fault.delay)
+            fault = None
         size = file.stat().st_size
         start, end = 0, size - 1
         status = 200
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
-        if m and not owner.ignore_range:
+        if m and not owner.ignore_range and not (fault and fault.kind == "norange"):
             start = int(m.group(1))
             end = int(m.group(2)) if m.group(2) else size - 1
             if start >= size:
@@ -110,9 +122,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.send_header("Accept-Ranges", "bytes")
         mtime = file.stat().st_mtime
-        self.send_header("Last-Modified", email.utils.formatdate(mtime, usegmt=True))
+        if owner.last_modified:
+            self.send_header("Last-Modified", email.utils.formatdate(mtime, usegmt=True))
         if owner.etag:
             self.send_header("ETag", f'"{size:x}-{int(mtime):x}"')
+        if owner.md5 == "goog":
+            md5, crc = owner.digests(file)
+            self.send_header("x-goog-hash", f"crc32c={crc}")
+            self.send_header("x-goog-hash", f"md5={md5}")
+        elif owner.md5 == "content-md5" and status == 200:
+            self.send_header("Content-MD5", owner.digests(file)[0])
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
@@ -141,10 +160,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "corrupt":
                 data = bytearray(fh.read(length))
-                if 0 <= fault.at - start < len(data):
-                    data[fault.at - start] ^= 0xFF
+                for i in range(fault.spread):
+                    pos = fault.at + i * fault.chunk - start
+                    if 0 <= pos < len(data):
+                        data[pos] ^= 0xFF
                 sock.sendall(data)
                 record.sent = len(data)
+                return
+            if fault.kind == "norange":
+                record.sent = sock.sendfile(fh, start, length) or 0
                 return
             if fault.kind == "trickle":
                 remaining = length
@@ -171,6 +195,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def _crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), as in ``x-goog-hash``; only for the small files of tests."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -189,6 +235,9 @@ class FaultyServer:
         self.faults: list[Fault] = []
         self.ignore_range = False
         self.etag = True
+        self.last_modified = True
+        self.md5: str | None = None
+        self._digests: dict[tuple[Path, int, int], tuple[str, str]] = {}
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         if tls:
@@ -220,11 +269,25 @@ class FaultyServer:
             self.faults.clear()
         self.ignore_range = False
         self.etag = True
+        self.last_modified = True
+        self.md5 = None
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def digests(self, file: Path) -> tuple[str, str]:
+        """(md5, crc32c) of a served file, base64 as Cloud Storage sends them."""
+        st = file.stat()
+        key = (file, st.st_size, st.st_mtime_ns)
+        with self.lock:
+            if key not in self._digests:
+                data = file.read_bytes()
+                md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+                crc = base64.b64encode(_crc32c(data).to_bytes(4, "big")).decode()
+                self._digests[key] = (md5, crc)
+            return self._digests[key]
+
+    def _take_fault(self, path: str, ranged: bool = False) -> Fault | None:
         with self.lock:
             for fault in self.faults:
-                if fault.path is None or fault.path == path:
+                if (fault.path is None or fault.path == path) and (ranged or not fault.ranged):
                     fault.times -= 1
                     if fault.times <= 0:
                         self.faults.remove(fault)

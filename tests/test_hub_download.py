@@ -94,13 +94,26 @@ def test_truncated_body_without_length_resumes_when_size_is_known(server, ssd, i
     assert_cache_whole(isolated_env)
 
 
-def test_truncated_body_with_nothing_known_is_never_trusted(server, ssd, isolated_env):
+def test_truncated_body_with_nothing_known_is_fetched_again_from_zero(server, ssd, isolated_env):
     server.add_fault("short", at=250_000)
-    with pytest.raises(Exception) as info:
+    path = fetch(direct(server, ssd, with_digest=False))
+    assert [r.range for r in server.requests] == [None, None]  # discarded, not resumed
+    assert read_manifest(path).archive_sha256 == ssd.sha256
+    assert assert_cache_whole(isolated_env) == [SSD]
+
+
+def test_truncated_body_twice_with_nothing_known_is_never_trusted(server, ssd, isolated_env):
+    server.add_fault("short", at=250_000, times=2)
+    with pytest.raises(IntegrityError) as info:
         fetch(direct(server, ssd, with_digest=False))
-    assert "truncated" in str(info.value) or "corrupt" in str(info.value)
+    text = str(info.value)
+    assert "damaged 2 times" in text and "truncated" in text and "--from-file" in text
+    assert server.count() == 2
     assert assert_cache_whole(isolated_env) == []
     assert not (isolated_env / "digests.json").exists()  # nothing learned from broken bytes
+    assert not list((isolated_env / "downloads").iterdir())
+    fetch(direct(server, ssd, with_digest=False))  # the next healthy download is not refused
+    assert assert_cache_whole(isolated_env) == [SSD]
 
 
 def test_content_length_shortfall_resumes(server, ssd, isolated_env):
@@ -111,8 +124,15 @@ def test_content_length_shortfall_resumes(server, ssd, isolated_env):
     assert_cache_whole(isolated_env)
 
 
-def test_corrupted_body_is_rejected_then_refetched(server, ssd, isolated_env):
+def test_corrupted_body_is_fetched_again_from_zero(server, ssd, isolated_env):
     server.add_fault("corrupt", at=1234)
+    fetch(direct(server, ssd))
+    assert [(r.range, r.status) for r in server.requests] == [(None, 200), (None, 200)]
+    assert assert_cache_whole(isolated_env) == [SSD]
+
+
+def test_body_corrupted_twice_is_rejected_then_refetched(server, ssd, isolated_env):
+    server.add_fault("corrupt", at=1234, times=2)
     with pytest.raises(IntegrityError) as info:
         fetch(direct(server, ssd))
     assert ssd.sha256 in str(info.value)
@@ -194,8 +214,22 @@ def test_mirror_serving_wrong_bytes_is_skipped(root, ssd, monkeypatch, isolated_
         bad.add_fault("corrupt", at=10, times=10)
         monkeypatch.setenv("ODZOO_MIRROR", f"{bad.base},{good.base}")
         fetch(spec_of(ssd))
-        assert bad.count() == 1 and good.count() == 1
+        assert bad.count() == 2 and good.count() == 1  # one clean restart: it may be damage
         assert_cache_whole(isolated_env)
+
+
+def test_mirror_vouching_for_other_bytes_is_skipped_at_once(ssd, zoo, tmp_path, monkeypatch,
+                                                             isolated_env, root):
+    other = next(z for z in zoo.values() if z.name != SSD)
+    evil_root = tmp_path / "evil"
+    (evil_root / ssd.url_path.lstrip("/")).parent.mkdir(parents=True)
+    shutil.copy(other.path, evil_root / ssd.url_path.lstrip("/"))
+    with FaultyServer(evil_root) as evil, FaultyServer(root) as good:
+        evil.md5 = "goog"  # its md5 matches what it sends: not damage, other bytes
+        monkeypatch.setenv("ODZOO_MIRROR", f"{evil.base},{good.base}")
+        fetch(spec_of(ssd))
+        assert evil.count() == 1 and good.count() == 1
+    assert read_manifest(isolated_env / "models" / SSD).archive_sha256 == ssd.sha256
 
 
 def test_dead_mirror_falls_through_to_next(root, ssd, monkeypatch, isolated_env):
@@ -248,12 +282,14 @@ def test_offline_without_cache_raises_and_says_what_to_do(server, ssd, monkeypat
         fetch(spec_of(ssd), offline=True)
 
 
-def test_trust_on_first_use_records_and_enforces(ssd, zoo, isolated_env, tmp_path, monkeypatch):
+def test_trust_on_first_use_records_and_enforces(ssd, zoo, isolated_env, tmp_path, monkeypatch,
+                                                 tls_pair):
     site = tmp_path / "site"
     target = site / ssd.url_path.lstrip("/")
     target.parent.mkdir(parents=True)
     shutil.copy(ssd.path, target)
-    with FaultyServer(site) as srv:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls_pair[0])
+    with FaultyServer(site, tls=tls_pair) as srv:
         spec = Spec(SSD, srv.url(ssd.url_path))  # no registry digest
         first = fetch(spec)
         digests = json.loads((isolated_env / "digests.json").read_text())
@@ -274,10 +310,28 @@ def test_trust_on_first_use_records_and_enforces(ssd, zoo, isolated_env, tmp_pat
         (evil_root / target.relative_to(site)).parent.mkdir(parents=True)
         shutil.copy(other.path, evil_root / target.relative_to(site))
         with FaultyServer(evil_root) as evil:
+            evil.md5 = "goog"
             monkeypatch.setenv("ODZOO_MIRROR", evil.base)
             fetch(spec, force=True)
             assert evil.count() == 1
         assert read_manifest(first).archive_sha256 == ssd.sha256
+
+
+def test_digest_seen_over_plain_http_is_not_pinned(ssd, zoo, isolated_env, tmp_path):
+    site = tmp_path / "site"
+    target = site / ssd.url_path.lstrip("/")
+    target.parent.mkdir(parents=True)
+    shutil.copy(ssd.path, target)
+    with FaultyServer(site) as srv:
+        spec = Spec(SSD, srv.url(ssd.url_path))
+        fetch(spec)
+        record = json.loads((isolated_env / "digests.json").read_text())[spec.url]
+        assert record["sha256"] == ssd.sha256 and record["trusted"] is False
+        other = next(z for z in zoo.values() if z.name != SSD)
+        shutil.copy(other.path, target)  # anyone on the path could have sent these bytes
+        path = fetch(spec, force=True)
+        assert read_manifest(path).archive_sha256 == other.sha256
+        assert assert_cache_whole(isolated_env) == [SSD]
 
 
 def test_registry_spec_through_mirror(server, monkeypatch, isolated_env):

@@ -16,7 +16,7 @@ from tarball_fixture import (
     zoo_mirror,
 )
 
-from zoo.errors import UnsafeArchiveError
+from zoo.errors import DamagedArchiveError, IntegrityError, UnsafeArchiveError
 from zoo.hub import fetch, read_manifest
 from zoo.hub.extract import Limits, extract
 
@@ -57,11 +57,14 @@ def test_total_size_limit(tmp_path, zoo):
     assert not (tmp_path / "out").exists()
 
 
-def test_not_a_tar_is_refused(tmp_path):
+@pytest.mark.parametrize("payload", [b"\x1f\x8b\x08\x00garbage" * 10, b"<html>503</html>" * 40])
+def test_not_a_tar_is_damaged_not_hostile(tmp_path, payload):
     junk = tmp_path / "junk.tar.gz"
-    junk.write_bytes(b"\x1f\x8b\x08\x00garbage" * 10)
-    with pytest.raises(UnsafeArchiveError):
+    junk.write_bytes(payload)
+    with pytest.raises(DamagedArchiveError) as info:
         extract(junk, tmp_path / "out")
+    assert isinstance(info.value, IntegrityError) and not isinstance(info.value, UnsafeArchiveError)
+    assert str(junk) in str(info.value)
     assert not (tmp_path / "out").exists()
 
 

@@ -6,9 +6,17 @@ bodies resume with an HTTP Range request from the bytes already on disk (also ac
 ``.part`` file and its ``.part.json`` sidecar stay until the file verifies). A server that ignores
 Range is handled by restarting from byte 0. The sha256 (and size) decide whether bytes are accepted:
 a URL serving other bytes is skipped.
+
+What the server says about the content is used too: an md5 in ``x-goog-hash`` (on 200 and 206
+answers: it describes the whole object) or ``Content-MD5`` (on 200 answers) must match the whole
+file. A mismatch is a damaged transfer: the bytes are discarded and fetched again from byte 0.
+A sha256 mismatch without such a header may be damage too, so a URL gets one clean restart before
+it is skipped; with a matching md5 the server really serves other bytes and is skipped at once.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 import hashlib
 import json
@@ -112,6 +120,8 @@ class Downloader:
         self.failures: list[Failure] = []
         self._hasher = hashlib.sha256()
         self._hashed = 0  # bytes at the start of the .part that ``_hasher`` has seen
+        self._md5 = None  # md5 of the same bytes, kept only while the server declares one
+        self._want_md5: str | None = None  # what the last answer declared for the whole file
 
     # -- public -----------------------------------------------------------------------------------
     def run(self, urls: list[str]) -> Blob:
@@ -166,6 +176,7 @@ class Downloader:
         self.part.unlink(missing_ok=True)
         self.meta_path.unlink(missing_ok=True)
         self._hashed = -1
+        self._md5 = None
 
     def _resumable_offset(self, url: str) -> int:
         """Bytes of the .part that may be kept for ``url``: any URL if the digest is known (it will
@@ -204,6 +215,7 @@ class Downloader:
             offset = self._resumable_offset(url)
             if offset != self._hashed:
                 self._rehash_prefix(offset)
+            self._want_md5 = None
             if offset and self.expected_size is not None and offset == self.expected_size:
                 total: int | None = offset
             else:
@@ -226,13 +238,26 @@ class Downloader:
                 continue
             if size != self._hashed:
                 self._rehash_prefix(size)
+            if self._want_md5 and self._md5 is not None:
+                got = self._md5.hexdigest()
+                if got != self._want_md5:  # damaged in transfer: start again from byte 0
+                    self.discard()
+                    failures += 1
+                    last_error = (f"damaged body: md5 {got} differs from the server's "
+                                  f"{self._want_md5}")
+                    if failures < s.attempts:
+                        self._wait(failures)
+                    continue
+                vouched = True
+            else:
+                vouched = False
             sha = self._hasher.hexdigest()
             try:
                 self._check(sha, size)
             except _GiveUp:
                 self.discard()
-                if offset and not restarted:
-                    restarted = True  # the resumed prefix may be bad: one clean restart
+                if not vouched and not restarted:
+                    restarted = True  # perhaps damaged on the way: one clean restart
                     continue
                 raise
             return Blob(self.part, sha, size, url, owned=True)
@@ -256,6 +281,20 @@ class Downloader:
                     hasher.update(block)
                     remaining -= len(block)
         self._hasher, self._hashed = hasher, offset
+        self._md5 = None
+
+    def _md5_prefix(self, offset: int):
+        """md5 of the first ``offset`` bytes of the .part."""
+        md5 = hashlib.md5(usedforsecurity=False)
+        with open(self.part, "rb") as fh:
+            remaining = offset
+            while remaining:
+                block = fh.read(min(remaining, 4 << 20))
+                if not block:
+                    break
+                md5.update(block)
+                remaining -= len(block)
+        return md5
 
     def _request(self, url: str, offset: int) -> int | None:
         """One GET appending to the .part. Returns the total size when the server tells it."""
@@ -301,10 +340,20 @@ class Downloader:
             if total is not None and self.expected_size is not None and total != self.expected_size:
                 raise _GiveUp(f"server reports {total} bytes, expected {self.expected_size}",
                               wrong_bytes=True)
+            want_md5 = server_md5(resp.headers, whole=code == 200)
+            if want_md5 is None and code == 206 and meta.get("url") == url:
+                want_md5 = meta.get("md5")  # declared by the answer whose bytes we resume
             self._save_meta({"url": url, "etag": resp.headers.get("ETag"),
-                             "last_modified": resp.headers.get("Last-Modified"), "total": total})
+                             "last_modified": resp.headers.get("Last-Modified"), "total": total,
+                             "md5": want_md5})
             if offset == 0:
                 self._hasher, self._hashed = hashlib.sha256(), 0
+                self._md5 = None
+            if want_md5 and self._md5 is None:
+                self._md5 = self._md5_prefix(offset) if offset else hashlib.md5(usedforsecurity=False)
+            elif not want_md5:
+                self._md5 = None
+            self._want_md5 = want_md5
             self._stream(resp, offset, total)
             return total
 
@@ -317,6 +366,7 @@ class Downloader:
         # read1 returns what has arrived instead of waiting for a full chunk (urllib3 >= 2)
         read = raw.read1 if hasattr(raw, "read1") else raw.read
         hasher = self._hasher
+        md5 = self._md5
 
         with open(self.part, "ab" if offset else "wb", buffering=0) as fh, \
                 bar(self.show, desc=self.label, total=total, initial=offset) as pb, \
@@ -325,6 +375,8 @@ class Downloader:
             def absorb(block: bytes) -> None:
                 fh.write(block)
                 hasher.update(block)
+                if md5 is not None:
+                    md5.update(block)
                 self._hashed += len(block)
                 pb.update(len(block))
 
@@ -349,6 +401,27 @@ class _Retry(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+def server_md5(headers, *, whole: bool) -> str | None:
+    """The md5 (hex) the server declares for the whole file: ``x-goog-hash: md5=<base64>`` (Google
+    Cloud Storage, which the zoo host uses; it describes the whole object even on a 206 answer), or
+    ``Content-MD5`` when ``whole`` (a 200 answer, where the body is the whole file)."""
+    candidates = []
+    for part in (headers.get("x-goog-hash") or "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "md5":
+            candidates.append(value.strip())
+    if whole and headers.get("Content-MD5"):
+        candidates.append(headers["Content-MD5"].strip())
+    for value in candidates:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(raw) == 16:
+            return raw.hex()
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,8 +3,14 @@
 Order of work for a source that is not cached: take the entry's lock (one download for many
 processes), look again (another process may have finished), clean work folders of dead processes,
 obtain the archive (kept archive, mirrors, original URL: the sha256 decides), extract it into a
-work folder inside the cache while hashing every file, write the manifest, publish with one
-``os.rename``. Readers only ever see whole entries.
+work folder inside the cache while hashing every file and checking the compressed stream to its
+end, read every checkpoint tensor back, compare the archive with its registry entry, write the
+manifest, record a learned digest, publish with one ``os.rename``. Readers only ever see whole
+entries.
+
+A download that turns out damaged (codec error, truncated tar, unreadable checkpoint) while no
+digest pins its bytes is discarded and fetched once more from byte 0 in the same call; nothing is
+learned from bytes that failed.
 """
 from __future__ import annotations
 
@@ -19,13 +25,14 @@ from urllib.parse import urlsplit
 
 from zoo.errors import (
     ConfigError,
+    DamagedArchiveError,
     DownloadError,
     IntegrityError,
     NotCachedError,
     OfflineError,
-    UnsafeArchiveError,
 )
 from zoo.hub import config, trust
+from zoo.hub.archive_check import check_matches_spec, check_tensor_bundles
 from zoo.hub.cache import (
     Layout,
     Manifest,
@@ -38,7 +45,7 @@ from zoo.hub.cache import (
 from zoo.hub.download import AllFailed, Blob, Downloader, file_url_path
 from zoo.hub.extract import extract
 from zoo.hub.lock import clean_stale_tmp, hold
-from zoo.hub.mirrors import candidates
+from zoo.hub.mirrors import candidates, is_local
 from zoo.hub.progress import enabled
 
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
@@ -56,6 +63,8 @@ class Source:
     arg: str = ""                 # how the user names it on the command line
     local: bool = False           # a file the user gave: no trust-on-first-use record
     registry_digest: bool = False  # sha256 comes from the registry (not learned)
+    meta_architecture: str | None = None  # what the archive's pipeline.config must say, if known
+    num_classes: int | None = None
 
     @property
     def label(self) -> str:
@@ -79,11 +88,14 @@ def is_model_folder(path: Path) -> bool:
 
 
 def source_from_spec(spec: Any) -> Source:
-    """A Source from a registry ModelSpec (duck-typed: name, url, sha256, size_bytes, archive_top)."""
+    """A Source from a registry ModelSpec (duck-typed: name, url, sha256, size_bytes, archive_top,
+    meta_architecture, num_classes; missing fields are not checked)."""
     sha = getattr(spec, "sha256", None)
     return Source(name=spec.name, url=spec.url, sha256=sha.lower() if sha else None,
                   size=getattr(spec, "size_bytes", None), archive_top=getattr(spec, "archive_top", None),
-                  arg=spec.name, registry_digest=bool(sha))
+                  arg=spec.name, registry_digest=bool(sha),
+                  meta_architecture=getattr(spec, "meta_architecture", None),
+                  num_classes=getattr(spec, "num_classes", None))
 
 
 def resolve(source: Any) -> Source | Path:
@@ -139,7 +151,8 @@ def cache_dir() -> Path:
 
 
 def expected_digest(layout: Layout, src: Source) -> str | None:
-    """The sha256 the archive must have: the registry's, else the one recorded on first use."""
+    """The sha256 the archive must have: the registry's, else the one recorded on first use over a
+    trusted channel (https or a local file)."""
     if src.sha256:
         return src.sha256
     if src.local:
@@ -174,8 +187,9 @@ def _touch(entry: Path) -> None:
 
 
 def ensure_entry(layout: Layout, src: Source, *, offline: bool, show: bool, force: bool = False,
-                 from_file: Path | None = None) -> Path:
-    """Return the entry folder of ``src``, creating or replacing it under its lock."""
+                 from_file: Path | None = None, settings: config.NetSettings | None = None) -> Path:
+    """Return the entry folder of ``src``, creating or replacing it under its lock.
+    ``settings``: network policy (default: from the environment)."""
     entry = layout.entry(src.name)
     if not force and from_file is None:
         manifest = quick_check(entry)
@@ -189,12 +203,52 @@ def ensure_entry(layout: Layout, src: Source, *, offline: bool, show: bool, forc
             if ready is not None:
                 return ready
         clean_stale_tmp(layout, src.name)
-        blob = _obtain(layout, src, expected, offline=offline, show=show, from_file=from_file)
-        try:
-            _install(layout, src, blob, show=show)
-        finally:
-            _dispose(layout, blob)
+        settings = settings or config.NetSettings.from_env()
+        tries = 1 if expected or src.local or from_file is not None else 2
+        for attempt in range(1, tries + 1):
+            blob = _obtain(layout, src, expected, offline=offline, show=show, from_file=from_file,
+                           settings=settings)
+            try:
+                _install(layout, src, blob, show=show)
+                break
+            except DamagedArchiveError as exc:
+                _discard(blob)
+                if attempt == tries:
+                    raise _damaged_error(src, blob, expected, exc, tries) from None
+            finally:
+                _dispose(layout, blob)
     return entry
+
+
+def _discard(blob: Blob) -> None:
+    """Forget a damaged download so that the next attempt starts from byte 0."""
+    if blob.owned:
+        blob.path.unlink(missing_ok=True)
+        blob.path.with_name(blob.path.name + ".json").unlink(missing_ok=True)
+
+
+def _damaged_error(src: Source, blob: Blob, expected: str | None, exc: DamagedArchiveError,
+                   tries: int) -> DamagedArchiveError:
+    detail = str(exc)
+    if is_local(blob.url) and not blob.owned:
+        where = file_url_path(blob.url)
+        if expected:
+            return DamagedArchiveError(
+                f"{where} has the expected sha256 of {src.name} but is damaged: {detail}. The "
+                "archive itself is broken; get a good copy and check the registry's digest")
+        return DamagedArchiveError(f"{where} is damaged: {detail}. Get a whole copy of the archive "
+                                   f"of {src.name} and try again")
+    if expected:
+        return DamagedArchiveError(
+            f"the archive of {src.name} from {blob.url} has its expected sha256 {expected} but is "
+            f"damaged: {detail}. The published file itself is broken; nothing was cached. Report "
+            "it to the publisher, or use a good copy with --from-file")
+    dest = f"{src.name}.tar.gz"
+    return DamagedArchiveError(
+        f"the download of {src.name} from {blob.url} was damaged {tries} times in a row ({detail}); "
+        f"nothing was cached and no digest was recorded. Try again later or from another mirror "
+        f"(ODZOO_MIRROR), or fetch it by hand: curl -L -o {dest} {src.url} && "
+        f"odzoo download {src.arg} --from-file {dest}")
 
 
 def _usable_entry(entry: Path, src: Source, expected: str | None) -> Path | None:
@@ -216,11 +270,11 @@ def _usable_entry(entry: Path, src: Source, expected: str | None) -> Path | None
 
 
 def _obtain(layout: Layout, src: Source, expected: str | None, *, offline: bool, show: bool,
-            from_file: Path | None) -> Blob:
+            from_file: Path | None, settings: config.NetSettings) -> Blob:
     """A verified archive for ``src``: a file given by hand, a kept archive, or a download."""
     key = f"{src.name}@{expected or _url_key(src.url)}"  # one writer: the holder of the entry lock
     downloader = Downloader(layout.downloads, key, expected_sha256=expected, expected_size=src.size,
-                            settings=config.NetSettings.from_env(), show=show, label=src.label)
+                            settings=settings, show=show, label=src.label)
     if from_file is not None:
         if not from_file.is_file():
             raise NotCachedError(f"{from_file}: no such file")
@@ -269,27 +323,33 @@ def _download_error(layout: Layout, src: Source, expected: str | None, exc: AllF
 
 
 def _install(layout: Layout, src: Source, blob: Blob, *, show: bool) -> None:
+    """Unpack ``blob``, check it, and publish it as the entry of ``src``. DamagedArchiveError when
+    the archive fails its own checks; nothing is published or recorded on any error."""
     work = layout.tmp_for(src.name) / uuid.uuid4().hex
     work.parent.mkdir(parents=True, exist_ok=True)
     try:
-        result = extract(blob.path, work / "entry", show=show, label=src.label)
-    except UnsafeArchiveError:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    try:
         folder = work / "entry"
+        result = extract(blob.path, folder, show=show, label=src.label)
         if not is_model_folder(folder):
             raise IntegrityError(f"the archive of {src.name} ({src.url}) holds no model folder "
                                  "(no pipeline.config, checkpoint/ or saved_model/)")
+        check_tensor_bundles(folder, src.name)
+        check_matches_spec(folder, src.name, result.top, archive_top=src.archive_top,
+                           meta_architecture=src.meta_architecture, num_classes=src.num_classes)
         manifest = Manifest(name=src.name, source=src.url, archive_sha256=blob.sha256,
                             archive_size=blob.size, archive_top=result.top, files=result.files,
                             dirs=result.dirs, symlinks=result.symlinks, origin=_origin(src))
         write_manifest(folder, manifest)
         if not src.local and not src.registry_digest:
-            trust.record(layout, src.url, blob.sha256, blob.size)
+            trust.record(layout, src.url, blob.sha256, blob.size, trusted=_trusted_channel(blob.url))
         publish(layout, folder, src.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _trusted_channel(url: str) -> bool:
+    """Bytes from https or a local file may be pinned on first use; plain http may be tampered with."""
+    return urlsplit(url).scheme in ("https", "file")
 
 
 def publish(layout: Layout, folder: Path, name: str) -> None:
