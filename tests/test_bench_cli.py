@@ -61,7 +61,7 @@ def test_cli_errors_are_one_line(shapes: Path, tmp_path: Path, capsys: pytest.Ca
     _one_line_error(capsys, ["bench", "x", "--device", "npu:0"], "unknown device")
     _one_line_error(capsys, ["bench", "--compare", str(bad), str(bad)], "not valid JSON")
     _one_line_error(capsys, ["bench", "x", "--annotations", gt], "--annotations and --images go together")
-    _one_line_error(capsys, ["bench", "x", "--iterations", "0"], "--iterations must be >= 1")
+    _one_line_error(capsys, ["bench", "x", "--iterations", "0"], "--iterations: '0': must be at least 1")
 
 
 def test_bench_unknown_model_is_one_line(capsys: pytest.CaptureFixture) -> None:

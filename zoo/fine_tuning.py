@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DatasetError
+from . import validate
+from .errors import ArgumentError, ConfigError, DatasetError, UnsupportedModelError
 
-__all__ = ["FinetuneResult", "evaluate_detector", "finetune", "recalibrate_batch_norm"]
+__all__ = ["FinetuneResult", "check_arguments", "check_trainable", "evaluate_detector", "finetune", "recalibrate_batch_norm"]
 
 
 @dataclasses.dataclass
@@ -55,6 +56,108 @@ def _dataset(train_data: Any, images: str | os.PathLike[str] | None) -> Any:
         return CocoDataset(path, images)
     raise DatasetError(f"train_data must be a CocoDataset, an annotations JSON path or a dataset folder, "
                        f"not {type(train_data).__name__}")
+
+
+#: Meta-architectures odzoo can fine-tune.
+TRAINABLE = ("center_net",)
+SCHEDULES = ("cosine", "constant")
+
+
+def check_arguments(*, num_classes: Any, steps: Any, epochs: Any, batch_size: Any, learning_rate: Any,
+                     schedule: Any, warmup_steps: Any, checkpoint_every: Any, out_dir: Any, name: Any,
+                     input_size: Any, seed: Any, recalibrate_batches: Any, as_options: bool = False) -> None:
+    """Every scalar argument of :func:`finetune`, checked before any data or model is read.
+
+    ``as_options``: name the arguments as command-line options (``--batch-size``) in messages.
+    """
+    def n(name: str) -> str:
+        return "--" + name.replace("_", "-").replace("out-dir", "out") if as_options else name
+
+    if (steps is None) == (epochs is None):
+        raise ConfigError("give exactly one of steps= or epochs=" if not as_options else "give --steps or --epochs")
+    validate.optional_integer(steps, n("steps"), minimum=1)
+    if epochs is not None:
+        validate.real(epochs, n("epochs"), positive=True)
+    validate.optional_integer(num_classes, n("num_classes"), minimum=1)
+    validate.integer(batch_size, n("batch_size"), minimum=1)
+    validate.real(learning_rate, n("learning_rate"), positive=True)
+    if schedule not in SCHEDULES:
+        raise ArgumentError(f"{n('schedule')} must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    warmup = validate.optional_integer(warmup_steps, n("warmup_steps"), minimum=0)
+    if warmup is not None and steps is not None and warmup >= steps:
+        raise ArgumentError(f"{n('warmup_steps')} ({warmup}) must be fewer than {n('steps')} ({steps})")
+    validate.optional_integer(checkpoint_every, n("checkpoint_every"), minimum=1)
+    validate.integer(seed, n("seed"), minimum=0)
+    validate.integer(recalibrate_batches, n("recalibrate_batches"), minimum=0)
+    if input_size is not None:
+        sides = (input_size,) if not isinstance(input_size, (tuple, list)) else tuple(input_size)
+        if len(sides) not in (1, 2):
+            raise ArgumentError(f"{n('input_size')} must be one side or (height, width), got {input_size!r}")
+        for side in sides:
+            if validate.integer(side, n("input_size"), minimum=32) % 32:
+                raise ArgumentError(f"{n('input_size')} must be a multiple of 32 (at least 32), got {side}")
+    if out_dir is not None:
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise ArgumentError(f"{n('out_dir')} {out} is a file; give a folder for the training checkpoints and the export")
+    if name is not None:
+        from .registry import valid_name
+
+        if not isinstance(name, str) or not valid_name(name):
+            raise ArgumentError(f"{n('name')} {name!r} is not a valid model name (letters, digits, _ . -; "
+                                "starting with a letter or digit)")
+
+
+_ARCHITECTURE_NAMES = {"center_net": "CenterNet", "ssd": "SSD", "faster_rcnn": "Faster R-CNN"}
+
+
+def _not_trainable(label: str, meta: str) -> str:
+    shown = _ARCHITECTURE_NAMES.get(meta, meta)
+    return (f"{label} is a {shown} model ({meta}); odzoo cannot fine-tune {shown} models yet, only CenterNet "
+            "(e.g. centernet_resnet50)")
+
+
+def _meta_architecture_of_config(path: Path) -> str:
+    from .pipeline_config import load, model_config
+
+    return model_config(load(path))[0]
+
+
+def check_trainable(model_or_name: Any) -> None:
+    """Refuse, before any data is read, a model whose architecture odzoo cannot fine-tune.
+
+    Registry names, ``pipeline.config`` files, model folders and Keras detectors are checked here;
+    archives and URLs are checked once downloaded (their config is inside).
+    """
+    from .detector import Detector
+
+    label = repr(str(model_or_name)) if not isinstance(model_or_name, Detector) else repr(model_or_name)
+    meta: str | None = None
+    if isinstance(model_or_name, Detector):
+        spec_meta = getattr(model_or_name.spec, "meta_architecture", None)
+        folder = model_or_name.model_dir
+        if spec_meta is not None:
+            meta = spec_meta
+        elif folder is not None and (folder / "pipeline.config").is_file():
+            meta = _meta_architecture_of_config(folder / "pipeline.config")
+    elif isinstance(model_or_name, (str, os.PathLike)):
+        from .loading import resolve_spec
+
+        spec, _ = resolve_spec(model_or_name)  # unknown names fail here, with suggestions
+        path = Path(model_or_name)
+        if spec is not None:
+            if spec.kind != "detector" or spec.meta_architecture is None:
+                raise UnsupportedModelError(f"{spec.name} is a {spec.kind} ({spec.family}), not a detector; "
+                                            "fine-tune a CenterNet detector (e.g. centernet_resnet50)")
+            meta, label = spec.meta_architecture, spec.name
+        elif path.is_file() and path.suffix not in (".gz", ".tgz", ".tar"):
+            meta = _meta_architecture_of_config(path)
+        elif path.is_dir() and (path / "pipeline.config").is_file():
+            meta = _meta_architecture_of_config(path / "pipeline.config")
+    else:
+        raise ArgumentError(f"model must be a registry name, a path or a Detector, not {type(model_or_name).__name__}")
+    if meta is not None and meta not in TRAINABLE:
+        raise UnsupportedModelError(_not_trainable(label, meta))
 
 
 def _labels(dataset: Any, num_classes: int) -> dict[int, str]:
@@ -203,12 +306,12 @@ def finetune(
     With ``out_dir`` the result is exported (see the module docstring) and the returned detector is
     loaded back from the packed archive; without it the trained detector is returned as is.
     """
-    import keras
-    import tensorflow as tf
-
-    from .train.data import TrainingData
-    from .train.losses import LossWeights
-    from .train.trainer import TrainConfig, Trainer
+    check_arguments(num_classes=num_classes, steps=steps, epochs=epochs, batch_size=batch_size,
+                     learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
+                     checkpoint_every=checkpoint_every, out_dir=out_dir, name=name, input_size=input_size,
+                     seed=seed, recalibrate_batches=recalibrate_batches)
+    check_trainable(model_or_name)
+    from .train.data import check_has_boxes
 
     dataset = _dataset(train_data, images)
     if len(dataset) == 0:
@@ -216,18 +319,28 @@ def finetune(
     k = int(num_classes) if num_classes is not None else len(dataset.categories)
     if k < len(dataset.categories):
         raise DatasetError(f"num_classes={k} is fewer than the dataset's {len(dataset.categories)} categories")
-    if (steps is None) == (epochs is None):
-        raise ConfigError("give exactly one of steps= or epochs=")
+    check_has_boxes(dataset)
+
+    import keras
+    import tensorflow as tf
+
+    from .train.data import TrainingData
+    from .train.losses import LossWeights
+    from .train.trainer import TrainConfig, Trainer
+
     total = int(steps) if steps is not None else max(1, math.ceil(float(epochs) * len(dataset) / batch_size))
     labels = _labels(dataset, k)
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(int(seed))
     with strategy.scope():
         det, config = _open_model(model_or_name, k, labels, strict)
-    net = det.net
-    geometry = _geometry(net, input_size)
     from .pipeline_config import model_config
 
+    meta = model_config(config)[0]
+    if meta not in TRAINABLE:  # archives and URLs: known only once downloaded
+        raise UnsupportedModelError(_not_trainable(repr(str(model_or_name)), meta))
+    net = det.net
+    geometry = _geometry(net, input_size)
     _, cn = model_config(config)
     weights = LossWeights.from_config(cn)
     data = TrainingData(dataset, geometry, k, category_ids=sorted(dataset.categories),

@@ -139,6 +139,11 @@ class _Entry:
         return RegistryError(f"{self.path}: {who}, field {field!r}: {message}")
 
 
+def valid_name(name: str) -> bool:
+    """Whether ``name`` can be a model name or alias (letters, digits, ``_ . -``)."""
+    return bool(_NAME.fullmatch(name))
+
+
 def _expect(ctx: _Entry, field: str, value: Any, types: type | tuple[type, ...], *, nullable: bool = False) -> Any:
     if value is None and nullable:
         return None

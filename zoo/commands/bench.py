@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DatasetError
+from .arguments import input_file, input_folder, number, output_folder, probability, whole
 
 EVALUATOR_CHOICES = ("auto", "pycocotools", "faster_coco_eval")
 
@@ -31,25 +32,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--keypoint-annotations", metavar="FILE",
                       help="COCO person-keypoints JSON for keypoint models (default with --coco-dir: "
                            "annotations/person_keypoints_<split>.json when present)")
-    data.add_argument("--max-images", type=int, metavar="N", help="evaluate on the first N images (by id)")
+    data.add_argument("--max-images", type=whole(minimum=1), metavar="N", help="evaluate on the first N images (by id)")
     p.add_argument("--device", default="cpu", help="cpu, gpu:N, gpu (all GPUs, mirrored) or tpu (default cpu)")
     p.add_argument("--backend", help="model backend passed to zoo.load (default: its default)")
     p.add_argument("--out", metavar="DIR", help="write results.json, report.md and speed_accuracy.png here")
     p.add_argument("--json", action="store_true", help="print the results document as JSON")
-    p.add_argument("--iterations", type=int, default=20, metavar="N",
+    p.add_argument("--iterations", type=whole(minimum=1), default=20, metavar="N",
                    help="minimum timed calls at batch 1 (default 20)")
-    p.add_argument("--min-duration", type=float, default=1.0, metavar="S", help="minimum timed seconds (default 1)")
-    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed calls before timing (default 3)")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="batch size of the throughput measurement")
-    p.add_argument("--score-threshold", type=float, default=0.0, help="detections kept for mAP (default 0.0)")
-    p.add_argument("--max-detections", type=int, default=100, help="detections per image for mAP (default 100)")
+    p.add_argument("--min-duration", type=number(minimum=0.0), default=1.0, metavar="S", help="minimum timed seconds (default 1)")
+    p.add_argument("--warmup", type=whole(minimum=0), default=3, metavar="N", help="untimed calls before timing (default 3)")
+    p.add_argument("--batch", type=whole(minimum=1), default=1, metavar="N", help="batch size of the throughput measurement")
+    p.add_argument("--score-threshold", type=probability(), default=0.0,
+                   help="detections kept for mAP, in [0, 1] (default 0.0)")
+    p.add_argument("--max-detections", type=whole(minimum=1), default=100, help="detections per image for mAP (default 100)")
     p.add_argument("--evaluator", choices=EVALUATOR_CHOICES, default="auto",
                    help="COCO evaluator (auto: faster_coco_eval when installed)")
     p.add_argument("--no-latency", action="store_true", help="accuracy only")
     p.add_argument("--multi-worker", action="store_true",
                    help="evaluate across the workers named in TF_CONFIG (MultiWorkerMirroredStrategy); one model")
     p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two results.json; exit 1 on regression")
-    p.add_argument("--tolerance", type=float, default=0.05,
+    p.add_argument("--tolerance", type=number(minimum=0.0), default=0.05,
                    help="relative tolerance of --compare (default 0.05: 5%% mAP drop or latency increase)")
     p.set_defaults(func=_bench)
 
@@ -73,11 +75,13 @@ def dataset_from_args(args: argparse.Namespace):
     if args.annotations or args.images:
         if not (args.annotations and args.images):
             raise DatasetError("--annotations and --images go together: pass both")
+        input_file("--annotations", args.annotations, "COCO annotations JSON")
+        input_folder("--images", args.images, "images named in --annotations")
         return CocoDataset(args.annotations, args.images)
     root = args.data or args.coco_dir
     if root is None:
         return None
-    root = Path(root)
+    root = input_folder("--data" if args.data else "--coco-dir", root, "the dataset")
     if args.data and (root / "annotations.json").is_file():
         args.split = None  # odzoo layout: no split
         return CocoDataset(root / "annotations.json", root / "images")
@@ -91,6 +95,7 @@ def keypoint_dataset_from_args(args: argparse.Namespace, dataset):
     if dataset is None:
         return None
     if args.keypoint_annotations:
+        input_file("--keypoint-annotations", args.keypoint_annotations, "COCO person-keypoints JSON")
         return CocoDataset(args.keypoint_annotations, dataset.images_dir)
     root = args.coco_dir or args.data
     if root and args.split:
@@ -102,13 +107,9 @@ def keypoint_dataset_from_args(args: argparse.Namespace, dataset):
 
 # ----------------------------------------------------------------------------- bench
 def _options(args: argparse.Namespace):
+    """Benchmark options (the numbers were range-checked when parsed)."""
     from ..bench.run import BenchOptions
 
-    for name in ("iterations", "batch", "max_detections"):
-        if getattr(args, name) < 1:
-            raise DatasetError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.max_images is not None and args.max_images < 1:
-        raise DatasetError(f"--max-images must be >= 1, got {args.max_images}")
     return BenchOptions(
         device=args.device, backend=args.backend, iterations=args.iterations, min_duration_s=args.min_duration,
         warmup=args.warmup, batch=args.batch, max_images=args.max_images, score_threshold=args.score_threshold,
@@ -127,6 +128,8 @@ def _bench(args: argparse.Namespace) -> int:
     from ..bench.report import markdown
     from ..bench.run import run
 
+    if args.out:
+        output_folder("--out", args.out)
     dataset = dataset_from_args(args)
     options = _options(args)
     doc = run(args.models, dataset=dataset, options=options, out_dir=args.out,
@@ -167,6 +170,9 @@ def _multi_worker(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from ..bench.compare import compare, has_regression, load
+
+    for path in args.compare:
+        input_file("--compare", path, "results.json")
 
     findings = compare(load(args.compare[0]), load(args.compare[1]), tolerance=args.tolerance)
     if args.json:

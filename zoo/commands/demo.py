@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .arguments import output_folder, probability, whole
+
 DEMO_MODEL = "demo_shapes"
 #: Seed of the demo's held-out images (the model was trained on seed 1 and reported on seed 2).
 DEMO_SEED = 7
@@ -30,9 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", metavar="DIR", help="output folder (default: a new temporary folder)")
     p.add_argument("--image", metavar="PATH", help="also detect on this image and draw the result")
-    p.add_argument("--images", type=int, default=DEMO_IMAGES, metavar="N",
+    p.add_argument("--images", type=whole(minimum=1), default=DEMO_IMAGES, metavar="N",
                    help=f"held-out images to generate (default {DEMO_IMAGES})")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="threshold of the drawings (default 0.3)")
+    p.add_argument("--score-threshold", type=probability(), default=0.3,
+                   help="threshold of the drawings, in [0, 1] (default 0.3)")
     p.set_defaults(func=run)
 
 
@@ -93,10 +96,12 @@ def run_demo(out: Path, *, images: int = DEMO_IMAGES, extra_image: str | None = 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print where things went."""
-    from ..errors import InputError
+    from ..images import load_image
 
-    if args.images < 1:
-        raise InputError(f"--images must be >= 1, got {args.images}")
+    if args.out:
+        output_folder("--out", args.out)
+    if args.image:
+        load_image(args.image)  # a bad picture fails now, not after the tour
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="odzoo-demo-"))
     written = run_demo(out, images=args.images, extra_image=args.image, score_threshold=args.score_threshold)
     stats = json.loads(written["metrics"].read_text(encoding="utf-8"))["stats"]

@@ -60,6 +60,30 @@ def resize_and_pad(image: np.ndarray, geometry: InputGeometry) -> tuple[np.ndarr
 _DEFAULT_AUGMENT = AugmentConfig()
 
 
+def usable_box(annotation: Mapping[str, Any], category_ids: Any) -> bool:
+    """Whether an annotation gives a training box: not a crowd, a known category, width and height > 0."""
+    if annotation.get("iscrowd", 0) or int(annotation["category_id"]) not in category_ids:
+        return False
+    _, _, width, height = (float(v) for v in annotation["bbox"])
+    return width > 0 and height > 0
+
+
+def check_has_boxes(dataset: Any, category_ids: Sequence[int] | None = None) -> int:
+    """The number of usable training boxes; :class:`DatasetError` when there is none to train on."""
+    ids = set(dataset.categories) if category_ids is None else {int(c) for c in category_ids}
+    total = usable = 0
+    for image_id in dataset.image_ids:
+        for ann in dataset.annotations(image_id):
+            total += 1
+            usable += usable_box(ann, ids)
+    if not usable:
+        source = getattr(dataset, "annotations_path", None) or repr(dataset)
+        detail = (f"its {total} annotations are all crowds, empty boxes or unknown categories" if total
+                  else "it has no annotations")
+        raise DatasetError(f"{source}: nothing to train on: {detail}; give annotations with boxes of positive size")
+    return usable
+
+
 class TrainingData:
     """A COCO-format dataset prepared for CenterNet training.
 
@@ -120,11 +144,9 @@ class TrainingData:
         h, w = image.shape[:2]
         boxes, classes, kps, vis = [], [], [], []
         for ann in self.dataset.annotations(image_id):
-            if ann.get("iscrowd", 0) or int(ann["category_id"]) not in self._class_of:
+            if not usable_box(ann, self._class_of):
                 continue
             x, y, bw, bh = (float(v) for v in ann["bbox"])
-            if bw <= 0 or bh <= 0:
-                continue
             boxes.append([y / h, x / w, (y + bh) / h, (x + bw) / w])
             classes.append(self._class_of[int(ann["category_id"])])
             if self.num_keypoints:
