@@ -50,6 +50,8 @@ class Spec:
     sha256: str | None = None
     size_bytes: int | None = None
     archive_top: str | None = None
+    meta_architecture: str | None = None
+    num_classes: int | None = None
 
 
 def spec_of(z: ZooFile, *, with_digest: bool = True) -> Spec:
