@@ -13,7 +13,7 @@ import pytest
 from http_fixture import FaultyServer
 from tarball_fixture import SSD, Spec, assert_cache_whole, hostile, zoo_mirror
 
-from zoo.errors import IntegrityError, OfflineError, UnsafeArchiveError
+from zoo.errors import CacheError, IntegrityError, UnsafeArchiveError
 from zoo.hub import (
     fetch,
     import_bundle,
@@ -105,7 +105,7 @@ def test_verify_detects_bit_rot_and_repairs_by_download(cached, server, isolated
     assert quick_check(cached) is not None  # invisible to the cheap check
     layout = layout_for()
     (report,) = verify(layout, repair=False)
-    assert report.status == "broken" and "ckpt-0.data" in report.detail
+    assert report.status == "damaged" and "ckpt-0.data" in report.detail
     (result,) = verify(layout)
     assert result.status == "repaired"
     assert server.count() == 1
@@ -124,30 +124,34 @@ def test_verify_repairs_from_kept_archive_offline(spec, server, isolated_env, mo
     assert_cache_whole(isolated_env)
 
 
-def test_verify_removes_what_cannot_be_repaired(cached, monkeypatch, isolated_env):
+def test_verify_quarantines_what_cannot_be_repaired(cached, monkeypatch, isolated_env):
     _flip_byte_keep_stat(cached / "pipeline.config")
     monkeypatch.setenv("ODZOO_OFFLINE", "1")
     (result,) = verify(layout_for())
-    assert result.status == "removed" and "ODZOO_OFFLINE" in result.detail
-    assert assert_cache_whole(isolated_env) == []
-    with pytest.raises(OfflineError):
+    assert result.status == "quarantined" and "ODZOO_OFFLINE" in result.detail
+    assert cached.is_dir() and read_manifest(cached) is not None  # kept, not deleted
+    (info,) = list_entries(layout_for())
+    assert info.status == "quarantined" and "odzoo cache rm" in info.detail
+    with pytest.raises(CacheError, match="quarantined.*odzoo download .* --force"):
         fetch(Spec(SSD, "http://download.tensorflow.org/x/" + SSD + ".tar.gz"))
 
 
-def test_prune_partials_temps_broken_and_unused(cached, isolated_env, zoo):
+def test_prune_partials_temps_damaged_and_unused(cached, isolated_env, zoo):
     layout = layout_for()
     (isolated_env / "downloads" / "abc.part").write_bytes(b"x" * 100)
     stale = isolated_env / "tmp" / SSD / "deadbeef"
     stale.mkdir(parents=True)
     (stale / "f").write_bytes(b"y")
     other = fetch(zoo["centernet_mobilenetv2fpn_512x512_coco17_od"].path)
-    (other / "pipeline.config").unlink()  # broken entry
+    (other / "pipeline.config").unlink()  # damaged entry, no kept archive: stays unless asked
     items = prune(layout, dry_run=True)
-    assert {i.kind for i in items} == {"partial", "temp", "broken"}
+    assert {i.kind for i in items} == {"partial", "temp"}
     assert (isolated_env / "downloads" / "abc.part").exists() and other.exists()
     removed = prune(layout)
-    assert {i.kind for i in removed} == {"partial", "temp", "broken"}
-    assert not stale.exists() and not other.exists() and cached.exists()
+    assert {i.kind for i in removed} == {"partial", "temp"}
+    assert not stale.exists() and other.exists() and cached.exists()
+    assert [i.kind for i in prune(layout, damaged=True)] == ["damaged"]
+    assert not other.exists() and cached.exists()
     assert prune(layout, older_than_days=1) == []
     old = time.time() - 3 * 86400
     os.utime(cached / ".odzoo-manifest.json", (old, old))

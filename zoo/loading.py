@@ -7,7 +7,8 @@ exported SavedModel; ``"hub"`` loads the registry's TF Hub handle (or ``hub_hand
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from .backends import BACKENDS
 from .detector import Detector
 from .errors import (
     ConfigError,
+    IntegrityError,
     NotCachedError,
     UnknownModelError,
     UnsupportedModelError,
@@ -169,10 +171,31 @@ def load(
     folder = _model_folder(source, cache_dir=cache_dir, offline=offline, progress=progress, force=force)
     if spec is None:
         spec = _spec_for_folder(folder)
-    if backend == "saved_model":
-        from .backends.saved_model_backend import SavedModelBackend
+    with _damage_reported(folder):
+        if backend == "saved_model":
+            from .backends.saved_model_backend import SavedModelBackend
 
-        return Detector(SavedModelBackend(folder), spec=spec, model_dir=folder, label_map=_label_map(spec, label_map))
-    return build_keras_detector(
-        folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile
-    )
+            return Detector(SavedModelBackend(folder), spec=spec, model_dir=folder, label_map=_label_map(spec, label_map))
+        return build_keras_detector(
+            folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile
+        )
+
+
+@contextmanager
+def _damage_reported(folder: Path) -> Iterator[None]:
+    """Turn a failed load from a cache entry whose files no longer match its manifest (bit rot the
+    cheap load check cannot see) into IntegrityError naming the entry and the repair command."""
+    try:
+        yield
+    except Exception as exc:
+        from .hub.cache import MANIFEST_NAME, full_verify
+
+        if not (folder / MANIFEST_NAME).is_file():
+            raise  # not a cache entry: nothing to compare with
+        report = full_verify(folder)
+        if report.ok:
+            raise
+        raise IntegrityError(
+            f"the cached model {folder.name} is damaged ({report.problems()}) in {folder}; "
+            f"run `odzoo cache verify {folder.name}` to repair it"
+        ) from exc

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.errors import ArgumentError, ZooError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = csub.add_parser("ls", help="list cached models")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_ls)
-    p = csub.add_parser("verify", help="re-hash every file; repair or remove broken entries")
+    p = csub.add_parser("verify", help="re-hash every file; repair damaged entries or quarantine them")
     p.add_argument("names", nargs="*", metavar="NAME", help="default: every entry")
-    p.add_argument("--no-repair", action="store_true", help="only report")
+    p.add_argument("--no-repair", action="store_true", help="only report (file times are still recorded)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_verify)
     p = csub.add_parser("rm", help="remove cached models")
@@ -40,9 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also forget the sha256 recorded on the first download")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_rm)
-    p = csub.add_parser("prune", help="remove partial downloads, stale temp folders, broken entries")
-    p.add_argument("--older-than", type=float, metavar="DAYS",
-                   help="also remove entries not used for DAYS days")
+    p = csub.add_parser("prune", help="remove partial downloads, stale temp folders, and entries as asked")
+    p.add_argument("--older-than", metavar="DAYS",
+                   help="also remove healthy entries not used for DAYS days")
+    p.add_argument("--max-size", metavar="SIZE",
+                   help="also remove the least recently used healthy entries until all take at most "
+                        "SIZE (e.g. 20G, 500M)")
+    p.add_argument("--damaged", action="store_true",
+                   help="also remove damaged and quarantined entries (gone for good; "
+                        "`odzoo cache verify` repairs them instead)")
     p.add_argument("--dry-run", action="store_true", help="only show what would go")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_prune)
@@ -57,7 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("import", help="install the models of a bundle made by `odzoo pack`")
     p.add_argument("bundle", metavar="BUNDLE.tar")
-    p.add_argument("--force", action="store_true", help="replace entries already cached")
+    p.add_argument("--force", action="store_true",
+                   help="replace cached entries built from another archive")
+    p.add_argument("--trust", action="store_true",
+                   help="trust the bundle for registry models whose digest is not known here: "
+                        "record it and replace cached entries")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_import)
 
@@ -113,12 +123,8 @@ def _download(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-class _UsageError(ZooError, ValueError):
-    pass
-
-
 def _usage(text: str) -> ZooError:
-    return _UsageError(text)
+    return ArgumentError(text)
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -134,7 +140,8 @@ def _ls(args: argparse.Namespace) -> int:
         lines.append("no cached models")
     for e in entries:
         used = time.strftime("%Y-%m-%d", time.localtime(e.last_used)) if e.last_used else "-"
-        lines.append(f"{e.name}  {_human(e.size_bytes)}  {e.status}  last used {used}")
+        lines.append(f"{e.name}  {_human(e.size_bytes)}  {e.status}  last used {used}"
+                     + (f"  ({e.detail})" if e.detail else ""))
     for p, s in parts:
         lines.append(f"partial download: {p.name} ({_human(s)})")
     _emit(args, payload, lines)
@@ -165,9 +172,12 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from zoo.hub.maintenance import layout_for, prune
+    from zoo.hub.maintenance import layout_for, parse_days, parse_size, prune
 
-    items = prune(layout_for(), older_than_days=args.older_than, dry_run=args.dry_run)
+    days = parse_days(args.older_than) if args.older_than is not None else None
+    budget = parse_size(args.max_size) if args.max_size is not None else None
+    items = prune(layout_for(), older_than_days=days, max_size=budget, damaged=args.damaged,
+                  dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     lines = [f"{verb} {i.kind}: {i.path} ({_human(i.size_bytes)})" for i in items] or ["nothing to prune"]
     total = sum(i.size_bytes for i in items)
@@ -186,13 +196,15 @@ def _dir(args: argparse.Namespace) -> int:
 
 def _pack(args: argparse.Namespace) -> int:
     from zoo.hub import pack
+    from zoo.hub.bundle import check_output
     from zoo.hub.maintenance import layout_for
     from zoo.hub.progress import enabled
 
-    out = Path(args.output)
-    items = pack(layout_for(), args.names, out, show=enabled(None))
+    layout = layout_for()
+    out = check_output(layout, Path(args.output))
+    items = pack(layout, args.names, out, show=enabled(None))
     lines = [f"packed {i.name} ({_human(i.size_bytes)})" for i in items] + [f"wrote {out}"]
-    _emit(args, {"bundle": str(out.resolve()), "entries": [i.as_dict() for i in items]}, lines)
+    _emit(args, {"bundle": str(out), "entries": [i.as_dict() for i in items]}, lines)
     return 0
 
 
@@ -207,7 +219,8 @@ def _import(args: argparse.Namespace) -> int:
 
         raise NotCachedError(f"{bundle}: no such bundle file")
     layout = layout_for()
-    items = import_bundle(layout, bundle, force=args.force, show=enabled(None))
-    lines = [f"{i.status} {i.name} -> {layout.entry(i.name)}" for i in items]
+    items = import_bundle(layout, bundle, force=args.force, trust=args.trust, show=enabled(None))
+    lines = [f"{i.status} {i.name} -> {layout.entry(i.name)}" + (f" ({i.detail})" if i.detail else "")
+             for i in items]
     _emit(args, {"entries": [i.as_dict() for i in items]}, lines)
-    return 0
+    return 1 if any(i.status == "kept" for i in items) else 0

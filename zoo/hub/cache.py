@@ -2,6 +2,7 @@
 
     <cache>/models/<name>/                 whole entries only (published by one atomic rename)
     <cache>/models/<name>/.odzoo-manifest.json
+    <cache>/models/<name>/.odzoo-quarantine.json  present while a damaged entry awaits repair
     <cache>/downloads/<name>@<key>.part    partial downloads (+ .part.json for resuming); <key> is
                                            the expected sha256, or a hash of the URL
     <cache>/archives/<sha256>.tar.gz       verified archives, kept only with ODZOO_KEEP_ARCHIVES=1
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +25,14 @@ from pathlib import Path
 from zoo.errors import CacheError
 
 MANIFEST_NAME = ".odzoo-manifest.json"
+QUARANTINE_NAME = ".odzoo-quarantine.json"
 MANIFEST_FORMAT = 1
+
+# What the cheap check says about an entry (no hashing):
+OK = "ok"                    # every file has its recorded size and time
+UNVERIFIED = "unverified"    # sizes match but times changed (copied, restored, touched): re-hash it
+DAMAGED = "damaged"          # a file is missing or resized, a link changed, or no readable manifest
+QUARANTINED = "quarantined"  # verified damaged and not repairable yet: kept, never served
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 HASH_BLOCK = 4 << 20
 
@@ -197,23 +206,102 @@ def refresh_mtimes(folder: Path, manifest: Manifest) -> None:
         rec.mtime_ns = os.stat(folder / rec.path).st_mtime_ns
 
 
-def quick_check(folder: Path) -> Manifest | None:
-    """Cheap check used on every load: manifest readable, each file present with its recorded size
-    and mtime, symlinks unchanged. No hashing. Returns the manifest, or None if anything differs."""
+def rerecord(folder: Path, manifest: Manifest) -> bool:
+    """After a full verification: store the files' current mtimes in the manifest so the cheap check
+    passes again. The manifest keeps its own mtime (the entry's "last used" time). Returns True when
+    something changed."""
+    before = [rec.mtime_ns for rec in manifest.files]
+    refresh_mtimes(folder, manifest)
+    if before == [rec.mtime_ns for rec in manifest.files]:
+        return False
+    try:
+        used = os.stat(folder / MANIFEST_NAME)
+        times = (used.st_atime_ns, used.st_mtime_ns)
+    except OSError:
+        times = None
+    write_manifest(folder, manifest)
+    if times is not None:
+        os.utime(folder / MANIFEST_NAME, ns=times)
+    return True
+
+
+def entry_state(folder: Path) -> tuple[str, Manifest | None]:
+    """The cheap check's verdict on an entry (OK, UNVERIFIED, DAMAGED or QUARANTINED) and its
+    manifest (None when unreadable). Reads only the manifest and file metadata."""
     manifest = read_manifest(folder)
+    if os.path.lexists(os.path.join(folder, QUARANTINE_NAME)):
+        return QUARANTINED, manifest
     if manifest is None:
-        return None
+        return DAMAGED, None
+    state = OK
     try:
         for rec in manifest.files:
             st = os.stat(os.path.join(folder, rec.path), follow_symlinks=False)
-            if st.st_size != rec.size or st.st_mtime_ns != rec.mtime_ns:
-                return None
+            if st.st_size != rec.size or not stat.S_ISREG(st.st_mode):
+                return DAMAGED, manifest
+            if st.st_mtime_ns != rec.mtime_ns:
+                state = UNVERIFIED
         for link, target in manifest.symlinks.items():
             if os.readlink(os.path.join(folder, link)) != target:
-                return None
+                return DAMAGED, manifest
     except OSError:
+        return DAMAGED, manifest
+    return state, manifest
+
+
+def quick_check(folder: Path) -> Manifest | None:
+    """Cheap check used on every load: manifest readable, each file present with its recorded size
+    and mtime, symlinks unchanged, not quarantined. No hashing. Returns the manifest, or None if
+    anything differs."""
+    state, manifest = entry_state(folder)
+    return manifest if state == OK else None
+
+
+def quarantine_info(folder: Path) -> dict | None:
+    """The quarantine record of an entry (``{"reason", "since"}``), or None when not quarantined."""
+    path = Path(folder) / QUARANTINE_NAME
+    if not os.path.lexists(path):
         return None
-    return manifest
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        data = {}
+    return {"reason": str(data.get("reason") or "damaged"), "since": data.get("since")}
+
+
+def quarantine(folder: Path, reason: str) -> None:
+    """Mark an entry as damaged and kept for repair: loads refuse it, nothing deletes it unasked."""
+    target = folder / QUARANTINE_NAME
+    tmp = folder / f"{QUARANTINE_NAME}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"reason": reason, "since": time.time()}, fh)
+    os.replace(tmp, target)
+
+
+def lift_quarantine(folder: Path) -> bool:
+    """Remove the quarantine mark (after the entry verified whole); True if there was one."""
+    try:
+        (folder / QUARANTINE_NAME).unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def repair_hint(name: str) -> str:
+    """How a user repairs or deletes a damaged entry."""
+    return (f"repair it with `odzoo download {name} --force` (online) or `odzoo import bundle.tar` "
+            f"(a bundle packed where it is whole), or delete it with `odzoo cache rm {name}`")
+
+
+def quarantine_message(name: str, folder: Path) -> str | None:
+    """One line for a load of a quarantined entry, or None when ``folder`` is not quarantined."""
+    info = quarantine_info(folder)
+    if info is None:
+        return None
+    return (f"{name} is quarantined in the cache ({folder}): {info['reason']}; it is kept but not "
+            f"loaded; {repair_hint(name)}")
 
 
 @dataclass
@@ -241,6 +329,8 @@ class VerifyReport:
 def full_verify(folder: Path, name: str | None = None) -> VerifyReport:
     """Re-hash every file of an entry against its manifest (slow, thorough)."""
     name = name or folder.name
+    if folder.is_symlink():
+        return VerifyReport(name, False, reason="the entry folder is a symbolic link")
     manifest = read_manifest(folder)
     if manifest is None:
         return VerifyReport(name, False, reason=f"manifest {MANIFEST_NAME} missing or unreadable")
@@ -259,12 +349,29 @@ def full_verify(folder: Path, name: str | None = None) -> VerifyReport:
         except OSError:
             report.missing.append(link)
     known = {r.path for r in manifest.files} | set(manifest.symlinks) | set(manifest.dirs)
-    known.add(MANIFEST_NAME)
+    known.update((MANIFEST_NAME, QUARANTINE_NAME))
     for path in iter_tree(folder):
         if path not in known:
             report.extra.append(path)
-    report.ok = not (report.missing or report.corrupt)
+    leaving = links_leaving(folder)
+    if leaving:
+        report.reason = f"links leaving the entry: {', '.join(leaving[:5])}"
+    report.ok = not (report.missing or report.corrupt or leaving)
     return report
+
+
+def links_leaving(folder: Path) -> list[str]:
+    """Symbolic links under ``folder`` that resolve outside it (or dangle outside it)."""
+    root = os.path.realpath(folder)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for item in dirnames + filenames:
+            path = os.path.join(dirpath, item)
+            if os.path.islink(path):
+                resolved = os.path.realpath(path)
+                if resolved != root and not resolved.startswith(root + os.sep):
+                    out.append(os.path.relpath(path, folder).replace(os.sep, "/"))
+    return sorted(out)
 
 
 def iter_tree(folder: Path) -> Iterator[str]:

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zoo.errors import (
+    CacheError,
     ConfigError,
     DamagedArchiveError,
     DownloadError,
@@ -37,6 +38,7 @@ from zoo.hub.cache import (
     Layout,
     Manifest,
     full_verify,
+    quarantine_message,
     quick_check,
     read_manifest,
     refresh_mtimes,
@@ -199,6 +201,9 @@ def ensure_entry(layout: Layout, src: Source, *, offline: bool, show: bool, forc
     with hold(layout, src.name, announce=show):
         expected = expected_digest(layout, src)
         if not force and from_file is None:
+            refused = quarantine_message(src.name, entry)
+            if refused:
+                raise CacheError(refused)
             ready = _usable_entry(entry, src, expected)
             if ready is not None:
                 return ready
