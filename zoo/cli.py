@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        settings.check_all()
         verbose = args.verbose or settings.verbose()
         with contextlib.nullcontext() if verbose else quiet_dependencies():
             return int(args.func(args) or 0)

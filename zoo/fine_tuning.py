@@ -113,7 +113,7 @@ _ARCHITECTURE_NAMES = {"center_net": "CenterNet", "ssd": "SSD", "faster_rcnn": "
 
 def _not_trainable(label: str, meta: str) -> str:
     shown = _ARCHITECTURE_NAMES.get(meta, meta)
-    return (f"{label} is a {shown} model ({meta}); odzoo cannot fine-tune {shown} models yet, only CenterNet "
+    return (f"{label}: odzoo cannot fine-tune {shown} models ({meta}) yet, only CenterNet models "
             "(e.g. centernet_resnet50)")
 
 

@@ -17,16 +17,17 @@ Anything else raises :class:`~zoo.errors.InputError` naming the problem.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["MAX_IMAGE_PIXELS", "ImageBatch", "load_image", "normalize_images", "to_rgb_uint8"]
+__all__ = ["MAX_IMAGE_PIXELS", "ImageBatch", "check_image_file", "load_image", "normalize_images", "to_rgb_uint8"]
 
 #: Largest image file read, in pixels (an 8192 x 8192 picture, 67 megapixels; below PIL's own
 #: decompression-bomb limit): larger headers are refused before decoding, so a small file claiming
@@ -48,9 +49,27 @@ class ImageBatch(list):
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as ``[H, W, 3]`` uint8 RGB (16-bit files scaled to 8 bits)."""
+    p = os.fspath(path)
+    with _opened(p) as im:
+        im.load()
+        return _from_pil(im, what=f"image {p!r}")
+
+
+def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of an image file, from its header only (nothing is decoded).
+
+    Raises the :class:`~zoo.errors.InputError` :func:`load_image` would for a folder, a missing,
+    unrecognised or oversized file, so a batch of files can be checked before a model is loaded.
+    """
+    with _opened(os.fspath(path)) as im:
+        return im.height, im.width
+
+
+@contextlib.contextmanager
+def _opened(p: str) -> Iterator[Any]:
+    """The PIL image of file ``p``, its size checked; every failure is one :class:`InputError`."""
     from PIL import Image, UnidentifiedImageError
 
-    p = os.fspath(path)
     if os.path.isdir(p):
         raise InputError(f"{p!r} is a folder, not an image file; pass the image files inside it "
                          f"(e.g. {os.path.join(p, '*.png')})")
@@ -61,8 +80,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as im:
                 _check_size(p, im.width, im.height)
-                im.load()
-                return _from_pil(im, what=f"image {p!r}")
+                yield im
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

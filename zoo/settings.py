@@ -24,7 +24,7 @@ from pathlib import Path
 from .errors import SettingsError
 
 __all__ = [
-    "VARIABLES", "LOG_LEVELS", "cache_override", "flag", "keep_archives", "log_level", "mirror_list",
+    "VARIABLES", "LOG_LEVELS", "cache_override", "check_all", "flag", "keep_archives", "log_level", "mirror_list",
     "number", "offline", "quiet", "raw", "registry_files", "retries", "timeout", "verbose",
 ]
 
@@ -129,6 +129,15 @@ def log_level() -> str:
         raise SettingsError(f"ODZOO_LOG={os.environ.get('ODZOO_LOG')!r} is not a log level; "
                             f"use one of {', '.join(LOG_LEVELS)}")
     return value
+
+
+def check_all() -> None:
+    """Parse every variable whose value can be wrong, so a bad one is reported before any work."""
+    for name in ("ODZOO_OFFLINE", "ODZOO_QUIET", "ODZOO_KEEP_ARCHIVES"):
+        flag(name)
+    timeout()
+    retries()
+    log_level()
 
 
 def verbose() -> bool:

@@ -108,15 +108,16 @@ def _ground_truth_dict(ground_truth: Any) -> dict:
     """A checked copy of the ground truth with the defaults COCOeval relies on filled in."""
     from ..datasets.coco import CocoDataset, _load_json, _validate
 
+    source = "ground truth"
     if isinstance(ground_truth, CocoDataset):
-        data = ground_truth.to_dict()
+        data, source = ground_truth.to_dict(), str(ground_truth.annotations_path)
     elif isinstance(ground_truth, (str, Path)):
-        data = _load_json(Path(ground_truth))
+        data, source = _load_json(Path(ground_truth)), str(ground_truth)
     elif isinstance(ground_truth, Mapping):
         data = dict(ground_truth)
     else:
         raise DatasetError(f"ground truth must be a path, a dict or a CocoDataset, not {type(ground_truth).__name__}")
-    _validate(data, "ground truth")
+    _validate(data, source)
     data = copy.deepcopy(data)
     for i, ann in enumerate(data["annotations"]):
         ann.setdefault("id", i + 1)
