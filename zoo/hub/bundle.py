@@ -193,8 +193,8 @@ def import_bundle(layout: Layout, bundle: Path, *, force: bool = False, trust: b
     """Install every entry of a bundle written by :func:`pack`; returns what happened to each.
 
     ``force``: replace cached entries built from another archive (the bundle's own models).
-    ``trust``: take the bundle's word for registry models whose digest nothing here knows: record
-    their digest and replace healthy entries."""
+    ``trust``: take the bundle's word, also for registry models whose digest nothing here knows:
+    record their digest and replace cached entries."""
     bundle = Path(bundle).expanduser()
     if not bundle.is_file():
         raise NotCachedError(f"{bundle}: no such bundle file")
@@ -264,7 +264,7 @@ def _decide(layout: Layout, item: _Checked, *, force: bool, trusted: bool) -> tu
         if not same and item.official and not item.vouched and not trusted:
             return "kept", ("the cached entry comes from another archive and nothing here confirms "
                             "the bundle's; `odzoo import --trust` replaces it")
-        if not same and not force:
+        if not same and not (force or trusted):
             return "kept", "the cached entry comes from another archive; `odzoo import --force` replaces it"
         return "replaced", ""
     # damaged or quarantined: the bundle repairs it, from the same archive unless vouched or trusted
