@@ -305,6 +305,11 @@ class FaultyServer:
                     return fault
         return None
 
+    def clear_faults(self, path: str) -> None:
+        """Drop the pending faults of ``path``."""
+        with self.lock:
+            self.faults = [f for f in self.faults if f.path != path]
+
     def count(self, path: str | None = None) -> int:
         """Requests served (for ``path`` if given)."""
         with self.lock:

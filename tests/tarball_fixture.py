@@ -107,6 +107,38 @@ def zoo_mirror(base: Path) -> dict[str, ZooFile]:
             for k, v in data.items()}
 
 
+def small_zoo_archive(base: Path, name: str = SSD, elements: int = 40_000) -> ZooFile:
+    """A small stand-in archive (the smallest checkpoint variables of ``name`` up to about
+    ``elements`` values, its real pipeline.config, zoo layout), built once under ``base`` and
+    reused; for tests that download many times."""
+    base.mkdir(parents=True, exist_ok=True)
+    index = base / "small.json"
+    with FileLock(str(base / ".build.lock")):
+        if not index.exists():
+            sys.path.insert(0, str(TOOLS))
+            try:
+                from make_zoo_tarball import build
+            finally:
+                sys.path.remove(str(TOOLS))
+            manifest = json.loads((MANIFESTS / f"{name}.json").read_text())
+            count = lambda v: int(__import__("numpy").prod(v[1]))
+            chosen, total = [], 0
+            for v in sorted(manifest["variables"], key=count):
+                if total >= elements:
+                    break
+                chosen.append(v)
+                total += count(v)
+            url = f"{ZOO}/small/{name}.tar.gz"
+            dest, sha = build({"variables": chosen}, str(CONFIGS / name / "pipeline.config"),
+                              str(base / "root"), url=url, top=name)
+            tmp = index.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"name": name, "url": url, "archive_top": name, "path": dest,
+                                       "sha256": sha, "size": os.path.getsize(dest)}))
+            os.replace(tmp, index)
+    v = json.loads(index.read_text())
+    return ZooFile(v["name"], v["url"], v["archive_top"], Path(v["path"]), v["sha256"], v["size"])
+
+
 # -- hostile archives ---------------------------------------------------------------------------
 HOSTILE_KINDS = ("absolute", "dotdot", "symlink_escape", "symlink_absolute", "hardlink_escape",
                  "device", "fifo", "too_many", "too_large", "outside_top", "duplicate",

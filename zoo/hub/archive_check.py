@@ -77,9 +77,10 @@ def check_matches_spec(folder: Path, name: str, top: str | None, *, archive_top:
 
     try:
         meta, model = model_config(load(config))
-    except (ConfigError, KeyError) as exc:
-        raise IntegrityError(f"the archive of {name}: its pipeline.config cannot be read ({exc}); "
-                             "the archive is not a zoo model archive") from None
+    except (ConfigError, KeyError, ValueError) as exc:  # ValueError: not UTF-8 text
+        raise DamagedArchiveError(f"the archive of {name}: its pipeline.config cannot be read "
+                                  f"({str(exc)[:200]}); the archive is damaged or not a zoo model "
+                                  "archive") from None
     if meta_architecture is not None and meta != meta_architecture:
         raise _mismatch(name, "meta_architecture", meta_architecture, meta)
     if num_classes is not None:
