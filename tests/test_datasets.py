@@ -119,3 +119,47 @@ def test_reader_errors_are_clear(tmp_path: Path, shapes: Path) -> None:
     bad.write_text(json.dumps(data))
     with pytest.raises(DatasetError, match="cannot be decoded"):
         CocoDataset(bad, tmp_path).load_image(data["images"][0]["id"])
+
+
+def test_reader_names_the_bad_record(tmp_path: Path, shapes: Path) -> None:
+    original = json.loads((shapes / "annotations.json").read_text())
+    bad = tmp_path / "bad.json"
+    cases = [
+        (lambda d: d["images"][2].update(id="x"), r"images\[2\]\.id is a string"),
+        (lambda d: d["images"][0].update(id=True), r"images\[0\]\.id must be an integer"),
+        (lambda d: d["images"][0].update(width=-5), r"images\[0\]\.width must be a positive integer"),
+        (lambda d: d["categories"][0].update(id="1"), r"categories\[0\]\.id must be an integer"),
+        (lambda d: d["annotations"][1].update(bbox=[0, 0, "3", 4]), r"annotations\[1\]\.bbox"),
+        (lambda d: d["annotations"][1].update(bbox=[0, 0, -3, 4]), r"annotations\[1\]\.bbox has a negative"),
+        (lambda d: d["annotations"][1].update(iscrowd=7), r"annotations\[1\]\.iscrowd must be 0 or 1"),
+        (lambda d: d["annotations"][1].update(image_id=str(d["annotations"][1]["image_id"])),
+         r"annotations\[1\] refers to unknown image_id"),
+    ]
+    for mutate, message in cases:
+        data = json.loads(json.dumps(original))
+        mutate(data)
+        bad.write_text(json.dumps(data))
+        with pytest.raises(DatasetError, match=message):
+            CocoDataset(bad, shapes / "images")
+    bad.write_text('{"images": [], "annotations": [], "categories": [], "x": Infinity}')
+    with pytest.raises(DatasetError, match="Infinity"):
+        CocoDataset(bad, shapes / "images")
+    bad.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(DatasetError, match="not a UTF-8 text file"):
+        CocoDataset(bad, shapes / "images")
+    with pytest.raises(DatasetError, match="is a folder"):
+        CocoDataset(tmp_path, shapes / "images")
+
+
+def test_generator_arguments_are_checked(tmp_path: Path) -> None:
+    from zoo.errors import ArgumentError
+
+    for kwargs, message in [({"num_images": -1}, "num_images must be at least 0"),
+                            ({"num_images": 2.5}, "num_images must be a whole number"),
+                            ({"num_images": 1, "max_objects": 0}, "max_objects must be at least 1"),
+                            ({"num_images": 1, "seed": -3}, "seed must be at least 0"),
+                            ({"num_images": 1, "image_size": (64, 64, 3)}, "one side or"),
+                            ({"num_images": 1, "image_size": 16}, "at least 32x32")]:
+        with pytest.raises((ArgumentError, DatasetError), match=message):
+            make_shapes_dataset(tmp_path / "x", **kwargs)
+    assert not (tmp_path / "x").exists()

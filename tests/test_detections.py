@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from zoo.detections import Detections
+from zoo.errors import ArgumentError, InputError
 
 
 def _dets() -> Detections:
@@ -61,3 +62,50 @@ def test_draw_marks_the_image_and_keeps_its_size():
     drawn = _dets().draw(image, score_threshold=0.5)
     assert drawn.shape == image.shape and drawn.dtype == np.uint8 and drawn.any()
     assert not image.any()  # the input is left alone
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"score_threshold": float("nan")}, "score_threshold must be a finite number"),
+        ({"score_threshold": 1.5}, "score_threshold must be at most 1"),
+        ({"score_threshold": "0.5"}, "score_threshold must be a number"),
+        ({"max_detections": -1}, "max_detections must be at least 1"),
+        ({"max_detections": 2.5}, "max_detections must be a whole number"),
+        ({"max_detections": True}, "max_detections must be a whole number"),
+    ],
+)
+def test_filter_refuses_odd_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ArgumentError, match=message):
+        _dets().filter(**kwargs)
+
+
+def test_draw_checks_the_image_and_its_options() -> None:
+    d = _dets()
+    h, w = d.image_size
+    with pytest.raises(InputError, match=f"for a {h}x{w} image"):
+        d.draw(np.zeros((h + 1, w, 3), np.uint8))
+    with pytest.raises(InputError, match="channels"):
+        d.draw(np.zeros((h, w, 2), np.uint8))
+    with pytest.raises(InputError, match="float images must lie in"):
+        d.draw(np.full((h, w, 3), 200.0))
+    with pytest.raises(InputError, match="not str"):
+        d.draw("picture.png")
+    with pytest.raises(ArgumentError, match="score_threshold must be a finite number"):
+        d.draw(np.zeros((h, w, 3), np.uint8), score_threshold=float("nan"))
+    with pytest.raises(ArgumentError, match=r"edges\[0\]"):
+        d.draw(np.zeros((h, w, 3), np.uint8), edges=[(0, 1, 2)])
+    gray16 = np.full((h, w), 65535, np.uint16)  # other accepted forms are drawn on like uint8 RGB
+    assert d.draw(gray16).shape == (h, w, 3)
+
+
+def test_to_coco_refuses_odd_ids() -> None:
+    d = _dets()
+    for bad in ("7", 7.0, None, True):
+        with pytest.raises(ArgumentError, match="image_id must be a whole number"):
+            d.to_coco(bad)
+    assert d.to_coco(np.int64(7))[0]["image_id"] == 7
+    with pytest.raises(ArgumentError, match="category_ids"):
+        d.to_coco(7, category_ids={1: "person"})
+    with pytest.raises(ArgumentError, match="category_ids must map"):
+        d.to_coco(7, category_ids=[1, 2])

@@ -248,3 +248,20 @@ def test_cli_detect_bad_image_is_one_line_error(tmp_path: Path, capsys: pytest.C
     assert main(["detect", str(bad), "--model", str(TARBALL)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("odzoo detect: error:") and "cannot read image" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"score_threshold": float("nan")}, "score_threshold must be a finite number"),
+        ({"score_threshold": -0.1}, "score_threshold must be at least 0"),
+        ({"max_detections": -1}, "max_detections must be at least 1"),
+        ({"max_detections": 0}, "max_detections must be at least 1"),
+    ],
+)
+def test_detect_arguments_are_checked_before_the_images(det, kwargs: dict, message: str) -> None:
+    from zoo.errors import ArgumentError
+
+    for call in (det.detect, det.timed_detect):
+        with pytest.raises(ArgumentError, match=message):
+            call(None, **kwargs)  # the argument is refused first, before the (also bad) image

@@ -200,3 +200,34 @@ def test_dataset_input_and_errors(gt: dict, tmp_path: Path) -> None:
         evaluate(gt, _as_results(gt["annotations"]), iou_type="segm")
     with pytest.raises(DatasetError, match="keypoints"):
         evaluate(gt, [], iou_type="keypoints")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"bbox": [1, 2]}, r"results\[0\]\.bbox must be \[x, y, width, height\]"),
+        ({"bbox": [0, 0, float("nan"), 1]}, r"results\[0\]\.bbox"),
+        ({"score": "0.9"}, r"results\[0\]\.score must be a finite number, got '0.9'"),
+        ({"score": float("inf")}, r"results\[0\]\.score"),
+        ({"category_id": 1.0}, r"results\[0\]\.category_id must be an integer"),
+        ({"image_id": "1"}, r"results\[0\]\.image_id '1' is not an image of the ground truth"),
+        ({"keypoints": [1, 2]}, r"results\[0\]\.keypoints"),
+        ({"segmentation": "mask"}, r"results\[0\]\.segmentation"),
+    ],
+)
+def test_results_are_checked_record_by_record(gt: dict, change: dict, message: str) -> None:
+    result = {"image_id": gt["images"][0]["id"], "category_id": gt["categories"][0]["id"],
+              "bbox": [0.0, 0.0, 5.0, 5.0], "score": 0.9}
+    with pytest.raises(DatasetError, match=message):
+        evaluate(gt, [{**result, **change}])
+
+
+def test_ground_truth_ids_of_one_kind(gt: dict) -> None:
+    mixed = copy.deepcopy(gt)
+    mixed["images"][1]["id"] = str(mixed["images"][1]["id"])
+    with pytest.raises(DatasetError, match=r"images\[1\]\.id is a string .* images\[0\]\.id is an integer"):
+        evaluate(mixed, [])
+    with pytest.raises(DatasetError, match="image_ids .* are not images of the ground truth"):
+        evaluate(gt, [], image_ids=[123456])
+    with pytest.raises(DatasetError, match="list of COCO detections or a path"):
+        evaluate(gt, {"image_id": 1})

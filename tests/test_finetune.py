@@ -158,3 +158,38 @@ def test_finetune_rejects_bad_arguments(run, tmp_path):
     with pytest.raises(DatasetError, match="images="):
         zoo.finetune(run["folder"], held.annotations_path, steps=1, progress=False)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_finetune_checks_model_arguments_and_data_before_any_work(tmp_path):
+    """Refusals that need no model: unknown or untrainable families, odd numbers, empty data."""
+    import zoo
+    from zoo.datasets.synthetic import make_shapes_dataset
+    from zoo.errors import ArgumentError, DatasetError, UnknownModelError, UnsupportedModelError
+
+    data = make_shapes_dataset(tmp_path / "data", 2, seed=3, image_size=64)
+    ann, images, out = data / "annotations.json", data / "images", tmp_path / "out"
+    with pytest.raises(UnsupportedModelError, match="cannot fine-tune SSD models"):
+        zoo.finetune("ssd_mobilenet_v2", tmp_path / "missing.json", images=images, steps=1, out_dir=out)
+    with pytest.raises(UnsupportedModelError, match="cannot fine-tune Faster R-CNN models"):
+        zoo.finetune("faster_rcnn_resnet50_640", ann, images=images, steps=1, out_dir=out)
+    with pytest.raises(UnknownModelError, match="Did you mean: demo_shapes"):
+        zoo.finetune("demo_shape", ann, images=images, steps=1, out_dir=out)
+    for kwargs, message in [({"steps": 1, "learning_rate": float("nan")}, "learning_rate must be a finite number"),
+                            ({"steps": 0}, "steps must be at least 1"),
+                            ({"epochs": -1.0}, "epochs must be greater than 0"),
+                            ({"steps": 1, "batch_size": 0}, "batch_size must be at least 1"),
+                            ({"steps": 1, "schedule": "linear"}, "schedule must be one of"),
+                            ({"steps": 1, "input_size": 48}, "multiple of 32"),
+                            ({"steps": 1, "name": "a/b"}, "not a valid model name")]:
+        with pytest.raises(ArgumentError, match=message):
+            zoo.finetune("demo_shapes", ann, images=images, out_dir=out, **kwargs)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArgumentError, match="out_dir .* is a file"):
+        zoo.finetune("demo_shapes", ann, images=images, steps=1, out_dir=tmp_path / "file")
+    gt = json.loads(ann.read_text())
+    for a in gt["annotations"]:
+        a["iscrowd"] = 1
+    (tmp_path / "crowds.json").write_text(json.dumps(gt))
+    with pytest.raises(DatasetError, match="nothing to train on"):
+        zoo.finetune("demo_shapes", tmp_path / "crowds.json", images=images, steps=1, out_dir=out)
+    assert not out.exists()

@@ -93,3 +93,42 @@ def test_unreadable_file(tmp_path: Path) -> None:
 def test_error_names_the_list_item() -> None:
     with pytest.raises(InputError, match="image 1"):
         normalize_images([np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 7), np.uint8)])
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    samples = np.array([[0, 257 * 64], [257 * 128, 65535]], np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(samples).save(path)
+    read = load_image(path)
+    assert read.dtype == np.uint8 and read.shape == (2, 2, 3)
+    assert read[..., 0].tolist() == [[0, 64], [128, 255]]  # not all white
+
+
+def test_float_images_are_in_zero_one() -> None:
+    """Floats in [0, 1] are scaled by 255; floats outside are refused, never guessed."""
+    half = normalize_images(np.full((4, 4, 3), 0.5, np.float32))[0]
+    assert half.max() == 128 and half.min() == 128  # not black
+    with pytest.raises(InputError, match=r"float images must lie in \[0, 1\]"):
+        normalize_images(np.full((4, 4, 3), 128.0, np.float32))
+
+
+def test_oversized_header_is_refused_before_decoding(tmp_path: Path) -> None:
+    from tests.test_cli_inputs import png_claiming
+    from zoo.images import MAX_IMAGE_PIXELS, check_image_file
+
+    for side in (20000, 9000):  # beyond PIL's own limit, and beyond odzoo's
+        bomb = tmp_path / f"bomb{side}.png"
+        bomb.write_bytes(png_claiming(side, side))
+        assert side * side > MAX_IMAGE_PIXELS
+        with pytest.raises(InputError, match=f"bomb{side}.png.*pixels"):
+            load_image(bomb)
+        with pytest.raises(InputError, match="pixels"):
+            check_image_file(bomb)
+    assert check_image_file(INPUT_IMAGE) == (480, 640)
+
+
+def test_folder_given_as_image_says_so(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="is a folder, not an image file; pass the image files inside it"):
+        load_image(tmp_path)
+    with pytest.raises(InputError, match="is a folder"):
+        normalize_images(tmp_path)

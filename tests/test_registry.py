@@ -114,6 +114,36 @@ def test_unknown_name_suggests_close_names():
     assert "odzoo list" in str(err.value)
 
 
+@pytest.mark.parametrize("call", [zoo.info, zoo.load, zoo.download])
+def test_typos_suggest_the_intended_model(call, monkeypatch):
+    monkeypatch.setenv("ODZOO_OFFLINE", "1")
+    for typo, meant in [("efficentdet_d0", "efficientdet_d0"), ("centrenet_resnet50", "centernet_resnet50"),
+                        ("demo_shape", "demo_shapes")]:
+        with pytest.raises(UnknownModelError, match=rf"Did you mean: {meant}\?") as err:
+            call(typo)
+        assert str(err.value).count("\n") == 0
+    with pytest.raises(UnknownModelError) as err:
+        zoo.info("zzzz")
+    assert "Did you mean" not in str(err.value)
+
+
+def test_binary_or_folder_registry_file(tmp_path, monkeypatch):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)))
+    monkeypatch.setenv("ODZOO_REGISTRY", str(binary))
+    with pytest.raises(RegistryError, match="weights.bin: not a text file"):
+        zoo.list_models()
+    monkeypatch.setenv("ODZOO_REGISTRY", str(tmp_path))
+    with pytest.raises(RegistryError, match="is a folder, not a registry file"):
+        zoo.list_models()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [\n  - name: x\n")
+    monkeypatch.setenv("ODZOO_REGISTRY", str(bad))
+    with pytest.raises(RegistryError, match=r"not valid YAML: .* at line \d+, column \d+") as err:
+        zoo.list_models()
+    assert "\n" not in str(err.value)
+
+
 def test_list_models_patterns_and_filters():
     assert len(zoo.list_models("efficientdet_d*")) == 8
     kpts = zoo.list_models(outputs="keypoints")

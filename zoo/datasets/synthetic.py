@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..errors import DatasetError
 
 #: The shapes this generator draws, in default category-id order (ids 1, 2, 3).
@@ -99,11 +100,13 @@ def make_shapes_dataset(
     ``circle``=1, ``square``=2, ``triangle``=3. Image ids run 1..``num_images``; annotation ids
     1..total. Everything is determined by ``seed``.
     """
-    if int(num_images) < 0:
-        raise DatasetError(f"num_images must be >= 0, got {num_images}")
-    if int(max_objects) < 1:
-        raise DatasetError(f"max_objects must be >= 1, got {max_objects}")
-    height, width = (int(image_size), int(image_size)) if isinstance(image_size, int) else map(int, image_size)
+    num_images = validate.integer(num_images, "num_images", minimum=0)
+    max_objects = validate.integer(max_objects, "max_objects", minimum=1)
+    seed = validate.integer(seed, "seed", minimum=0)
+    sides = (image_size, image_size) if not isinstance(image_size, (tuple, list)) else tuple(image_size)
+    if len(sides) != 2:
+        raise DatasetError(f"image_size must be one side or (height, width), got {image_size!r}")
+    height, width = (validate.integer(v, "image_size") for v in sides)
     if height < 32 or width < 32:
         raise DatasetError(f"image_size must be at least 32x32, got {height}x{width}")
     table = _resolve_categories(categories)

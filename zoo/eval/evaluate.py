@@ -222,7 +222,12 @@ def evaluate(
         ev = COCOeval(coco_gt, coco_dt, iou_type)
         if iou_type == "keypoints":
             ev.params.kpt_oks_sigmas = np.asarray(keypoint_sigmas or PERSON_KEYPOINT_SIGMAS, np.float64)
-    ids = sorted({img["id"] for img in gt["images"]}) if image_ids is None else sorted(set(image_ids))
+    known = {img["id"] for img in gt["images"]}
+    if image_ids is not None:
+        unknown = [i for i in image_ids if i not in known]
+        if unknown:
+            raise DatasetError(f"image_ids {unknown[:5]!r} are not images of the ground truth")
+    ids = sorted(known) if image_ids is None else sorted(set(image_ids))
     ev.params.imgIds = ids
     if iou_type == "keypoints":
         kp_cats = sorted(c["id"] for c in gt["categories"] if c.get("keypoints"))
