@@ -16,6 +16,7 @@ from zoo.cli import main
 from zoo.errors import ArgumentError, CacheError
 from zoo.hub import fetch, layout_for, list_entries, prune, read_manifest, verify
 from zoo.hub.cache import MANIFEST_NAME
+from zoo.loading import load
 from zoo.registry import get
 
 ALIAS = "ssd_mobilenet_v2_fpnlite_320"
@@ -94,6 +95,8 @@ def test_verify_offline_quarantines_and_load_refuses_until_download_force(
         assert entry.is_dir(), argv  # quarantined entries go only when asked by name or --damaged
     with pytest.raises(CacheError, match="quarantined.*odzoo download .* --force.*odzoo cache rm"):
         fetch(ALIAS)
+    with pytest.raises(CacheError, match=f"{SSD} is quarantined"):
+        load(ALIAS, offline=True)
     code, _, err = run(capsys, "download", ALIAS)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "quarantined" in err
     monkeypatch.delenv("ODZOO_OFFLINE")

@@ -276,7 +276,7 @@ def quarantine(folder: Path, reason: str) -> None:
     target = folder / QUARANTINE_NAME
     tmp = folder / f"{QUARANTINE_NAME}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"reason": reason, "since": time.time()}, fh)
+        json.dump({"reason": " ".join(reason.split()), "since": time.time()}, fh)
     os.replace(tmp, target)
 
 
