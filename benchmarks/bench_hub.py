@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Hub client benchmark: loopback download throughput against curl, bytes fetched again after a
-kill at 50 %, and the cost of checking a cached entry on load.
+kill at 50 %, the cost of checking a cached entry on load, and a fault campaign (downloads through
+seeded schedules of cut connections, 5xx/429, damaged bodies, ignored Range and slow starts:
+corrupt entries, poisoned caches, hangs, first-call success).
 
-    python3 benchmarks/bench_hub.py [--size-mb 200] [--repeat 3] [--out benchmarks/results/hub.json]
+    python3 benchmarks/bench_hub.py [--size-mb 200] [--repeat 3] [--fault-downloads 300]
+                                    [--out benchmarks/results/hub.json]
 
 Everything happens in a temporary folder on 127.0.0.1; prints a summary and writes JSON.
 """
@@ -171,6 +174,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--fault-downloads", type=int, default=300)
+    ap.add_argument("--fault-seed", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "hub.json"))
     args = ap.parse_args()
     if not shutil.which("curl"):
@@ -190,6 +195,11 @@ def main() -> int:
             results["throughput"] = bench_throughput(srv, url, sha, size, work, args.repeat)
             results["resume_after_kill_at_50pct"] = bench_resume(srv, url, sha, size, work)
         results["cached_load_check"] = bench_load_check(work)
+        from test_hub_faults import run_campaign
+
+        (work / "faults").mkdir()
+        results["fault_campaign"] = run_campaign(work / "faults", downloads=args.fault_downloads,
+                                                 seed=args.fault_seed).summary()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
@@ -204,6 +214,11 @@ def main() -> int:
     print(f"cached load check: fetch() median {c['fetch_cached_median_ms']:.2f} ms "
           f"(p95 {c['fetch_cached_p95_ms']:.2f} ms), quick_check {c['quick_check_median_ms']:.2f} ms "
           f"for {c['entry_files']} files (goal <= 10 ms)")
+    f = results["fault_campaign"]
+    print(f"faults: {f['downloads']} downloads ({f['faults_scheduled']} faults), corrupt entries "
+          f"{f['corrupt_entries']}, poisoned caches {f['poisoned_caches']}, hangs {f['hangs']}, "
+          f"first-call success {f['first_call_success_pct']:.1f} % (goal 0, 0, 0, >= 95 %) "
+          f"in {f['seconds']:.1f} s")
     print(f"wrote {out}")
     return 0
 

@@ -45,7 +45,7 @@ from zoo.hub.cache import (
     write_manifest,
 )
 from zoo.hub.download import AllFailed, Blob, Downloader, file_url_path
-from zoo.hub.extract import extract
+from zoo.hub.extract import Limits, extract
 from zoo.hub.lock import clean_stale_tmp, hold
 from zoo.hub.mirrors import candidates, is_local
 from zoo.hub.progress import enabled
@@ -189,9 +189,10 @@ def _touch(entry: Path) -> None:
 
 
 def ensure_entry(layout: Layout, src: Source, *, offline: bool, show: bool, force: bool = False,
-                 from_file: Path | None = None, settings: config.NetSettings | None = None) -> Path:
+                 from_file: Path | None = None, settings: config.NetSettings | None = None,
+                 limits: Limits | None = None) -> Path:
     """Return the entry folder of ``src``, creating or replacing it under its lock.
-    ``settings``: network policy (default: from the environment)."""
+    ``settings``: network policy (default: from the environment); ``limits``: unpacking bounds."""
     entry = layout.entry(src.name)
     if not force and from_file is None:
         manifest = quick_check(entry)
@@ -214,7 +215,7 @@ def ensure_entry(layout: Layout, src: Source, *, offline: bool, show: bool, forc
             blob = _obtain(layout, src, expected, offline=offline, show=show, from_file=from_file,
                            settings=settings)
             try:
-                _install(layout, src, blob, show=show)
+                _install(layout, src, blob, show=show, limits=limits)
                 break
             except DamagedArchiveError as exc:
                 _discard(blob)
@@ -327,14 +328,15 @@ def _download_error(layout: Layout, src: Source, expected: str | None, exc: AllF
     return DownloadError(text)
 
 
-def _install(layout: Layout, src: Source, blob: Blob, *, show: bool) -> None:
+def _install(layout: Layout, src: Source, blob: Blob, *, show: bool,
+             limits: Limits | None = None) -> None:
     """Unpack ``blob``, check it, and publish it as the entry of ``src``. DamagedArchiveError when
     the archive fails its own checks; nothing is published or recorded on any error."""
     work = layout.tmp_for(src.name) / uuid.uuid4().hex
     work.parent.mkdir(parents=True, exist_ok=True)
     try:
         folder = work / "entry"
-        result = extract(blob.path, folder, show=show, label=src.label)
+        result = extract(blob.path, folder, limits=limits, show=show, label=src.label)
         if not is_model_folder(folder):
             raise IntegrityError(f"the archive of {src.name} ({src.url}) holds no model folder "
                                  "(no pipeline.config, checkpoint/ or saved_model/)")
