@@ -113,6 +113,12 @@ def test_detect_suggests_close_model_names(capsys, offline) -> None:
     one_line_error(capsys, ["info", "efficentdet_d0"], "Did you mean: efficientdet_d0?")
 
 
+def test_list_names_the_families_when_nothing_matches(capsys) -> None:
+    assert main(["list", "--family", "yolo"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no model matches (families: ") and "centernet" in out and "ssd" in out
+
+
 def test_usage_errors_are_one_line(capsys) -> None:
     one_line_error(capsys, ["detect", str(INPUT_IMAGE)], "--model")
     one_line_error(capsys, ["list", "--kind", "toaster"], "--kind", "toaster")
@@ -256,6 +262,7 @@ def test_finetune_refuses_data_without_a_usable_box(shapes: Path, tmp_path: Path
         (["--min-duration", "-2"], ("--min-duration", "at least 0")),
         (["--max-images", "0"], ("--max-images", "at least 1")),
         (["--tolerance", "nan"], ("--tolerance", "finite")),
+        (["--backend", "torch"], ("--backend 'torch'", "keras, saved_model, hub")),
     ],
 )
 def test_bench_number_arguments(extra: list[str], fragments: tuple[str, ...], capsys) -> None:

@@ -108,3 +108,13 @@ def test_results_files(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('[{"image_id": 1, "bbox": [0, 0, 1, 1]}]')
     with pytest.raises(DatasetError, match=r"results\[0\] lacks category_id, score"):
         load_results(tmp_path / "bad.json")
+
+
+def test_detections_to_coco_refuses_odd_ids() -> None:
+    dets = Detections.from_normalized(np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([0.9]), np.array([1]), (10, 10))
+    for bad in (None, 1.5, "", [1]):
+        with pytest.raises(DatasetError, match="image_id must be an integer"):
+            detections_to_coco(dets, bad)
+    with pytest.raises(DatasetError, match="category_ids must map"):
+        detections_to_coco(dets, 1, [1, 2])
+    assert detections_to_coco(dets, "a.jpg")[0]["image_id"] == "a.jpg"

@@ -108,7 +108,12 @@ def keypoint_dataset_from_args(args: argparse.Namespace, dataset):
 # ----------------------------------------------------------------------------- bench
 def _options(args: argparse.Namespace):
     """Benchmark options (the numbers were range-checked when parsed)."""
+    from ..backends import BACKENDS
     from ..bench.run import BenchOptions
+    from ..errors import ArgumentError
+
+    if args.backend is not None and args.backend not in BACKENDS:
+        raise ArgumentError(f"--backend {args.backend!r} is not one of {', '.join(BACKENDS)}")
 
     return BenchOptions(
         device=args.device, backend=args.backend, iterations=args.iterations, min_duration_s=args.min_duration,
@@ -130,8 +135,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.out:
         output_folder("--out", args.out)
-    dataset = dataset_from_args(args)
     options = _options(args)
+    dataset = dataset_from_args(args)
     doc = run(args.models, dataset=dataset, options=options, out_dir=args.out,
               keypoint_dataset=keypoint_dataset_from_args(args, dataset))
     if args.json:

@@ -30,7 +30,9 @@ def _list(args: argparse.Namespace) -> int:
         print(json.dumps([_row(s) for s in specs], indent=2))
         return 0
     if not specs:
-        print("no model matches")
+        families = sorted({s.family for s in list_models()})
+        hint = f" (families: {', '.join(families)})" if args.family else ""
+        print(f"no model matches{hint}")
         return 0
     width = max(len(s.name) for s in specs)
     print(f"{'NAME'.ljust(width)}  {'ALIAS'.ljust(32)}  {'mAP':>9}  {'ms':>5}  OUTPUTS")

@@ -111,6 +111,12 @@ def detections_to_coco(
     dropped). Keypoint models add ``keypoints`` ``[x, y, score] * K``; mask models add an RLE
     ``segmentation`` of the mask thresholded at 0.5.
     """
+    from ..datasets.coco import id_kind
+
+    if id_kind(image_id) is None:
+        raise DatasetError(f"image_id must be an integer (or a non-empty string), got {image_id!r}")
+    if category_ids is not None and not isinstance(category_ids, Mapping):
+        raise DatasetError(f"category_ids must map model label ids to dataset ids, got {type(category_ids).__name__}")
     results = []
     for i in range(len(detections)):
         cls_id = int(detections.classes[i])
