@@ -212,3 +212,17 @@ def test_bit_rot_at_load_names_the_entry_in_one_line(capsys, isolated_env, monke
     assert code == 2 and len(lines) == 1, err
     assert SSD in lines[0] and "damaged" in lines[0] and f"odzoo cache verify {SSD}" in lines[0]
     assert "ckpt-0.data" in lines[0]
+
+
+def test_entry_that_is_a_link_is_listed_damaged_and_removed_alone(capsys, tmp_path, isolated_env):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the cache's")
+    layout_for()  # creates models/
+    os.symlink(outside, isolated_env / "models" / "linked")
+    info = ls(capsys)["linked"]
+    assert info["status"] == "damaged" and "symbolic link" in info["detail"]
+    assert prune(layout_for()) == []
+    assert run(capsys, "cache", "rm", "linked")[0] == 0
+    assert not os.path.lexists(isolated_env / "models" / "linked")
+    assert (outside / "keep.txt").read_text() == "not the cache's"

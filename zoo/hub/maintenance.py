@@ -100,6 +100,9 @@ _STATUS_DETAIL = {
 def entry_info(layout: Layout, name: str) -> EntryInfo:
     """The cheap check's view of one entry (no hashing)."""
     entry = layout.entry(name)
+    if entry.is_symlink():  # never published so: do not follow it anywhere
+        return EntryInfo(name, str(entry), DAMAGED, 0, 0, None, None, None,
+                         f"the entry is a symbolic link; `odzoo cache rm {name}` removes the link")
     state, manifest = entry_state(entry)
     try:
         used = os.stat(entry / MANIFEST_NAME).st_mtime
@@ -186,7 +189,7 @@ def verify(layout: Layout, names: list[str] | None = None, *, repair: bool = Tru
         with hold(layout, name, announce=show):
             inode = _inode(entry)
             report = full_verify(entry, name)
-            manifest = read_manifest(entry)
+            manifest = None if entry.is_symlink() else read_manifest(entry)
             if report.ok and manifest is not None:
                 changed = rerecord(entry, manifest)
                 lifted = lift_quarantine(entry)
