@@ -204,8 +204,9 @@ class Detections:
                              "read files with zoo.images.load_image")
         base = to_rgb_uint8(image, what="the image to draw on")
         if tuple(base.shape[:2]) != tuple(self.image_size):
-            raise InputError(f"the image to draw on is {base.shape[0]}x{base.shape[1]} (HxW) but these detections are "
-                             f"for a {self.image_size[0]}x{self.image_size[1]} image; draw on the image given to detect()")
+            raise InputError(
+                f"the image to draw on is {base.shape[0]}x{base.shape[1]} (HxW) but these detections are for a "
+                f"{self.image_size[0]}x{self.image_size[1]} image; draw on the image given to detect()")
         shown = self.filter(score_threshold)
         if shown.masks is not None and len(shown):
             base = base.copy()

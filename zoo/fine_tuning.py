@@ -22,7 +22,9 @@ from typing import Any
 from . import validate
 from .errors import ArgumentError, ConfigError, DatasetError, UnsupportedModelError
 
-__all__ = ["FinetuneResult", "check_arguments", "check_trainable", "evaluate_detector", "finetune", "recalibrate_batch_norm"]
+__all__ = [
+    "FinetuneResult", "check_arguments", "check_trainable", "evaluate_detector", "finetune", "recalibrate_batch_norm",
+]
 
 
 @dataclasses.dataclass
@@ -99,7 +101,8 @@ def check_arguments(*, num_classes: Any, steps: Any, epochs: Any, batch_size: An
     if out_dir is not None:
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
-            raise ArgumentError(f"{n('out_dir')} {out} is a file; give a folder for the training checkpoints and the export")
+            raise ArgumentError(
+                f"{n('out_dir')} {out} is a file; give a folder for the training checkpoints and the export")
     if name is not None:
         from .registry import valid_name
 

@@ -129,7 +129,8 @@ def to_rgb_uint8(array: Any, *, what: str = "image") -> np.ndarray:
     """One image (``[H,W]``, ``[H,W,1|3|4]``; dtype rules in the module docstring) -> ``[H, W, 3]`` uint8."""
     a = _as_array(array)
     if a.dtype == object or a.dtype.kind not in "uif" or a.dtype == np.bool_:
-        raise InputError(f"{what} has dtype {a.dtype}; expected uint8 (or uint16, integers in 0..255, floats in [0, 1])")
+        raise InputError(
+            f"{what} has dtype {a.dtype}; expected uint8 (or uint16, integers in 0..255, floats in [0, 1])")
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3:

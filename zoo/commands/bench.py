@@ -39,12 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the results document as JSON")
     p.add_argument("--iterations", type=whole(minimum=1), default=20, metavar="N",
                    help="minimum timed calls at batch 1 (default 20)")
-    p.add_argument("--min-duration", type=number(minimum=0.0), default=1.0, metavar="S", help="minimum timed seconds (default 1)")
-    p.add_argument("--warmup", type=whole(minimum=0), default=3, metavar="N", help="untimed calls before timing (default 3)")
-    p.add_argument("--batch", type=whole(minimum=1), default=1, metavar="N", help="batch size of the throughput measurement")
+    p.add_argument("--min-duration", type=number(minimum=0.0), default=1.0, metavar="S",
+                   help="minimum timed seconds (default 1)")
+    p.add_argument("--warmup", type=whole(minimum=0), default=3, metavar="N",
+                   help="untimed calls before timing (default 3)")
+    p.add_argument("--batch", type=whole(minimum=1), default=1, metavar="N",
+                   help="batch size of the throughput measurement")
     p.add_argument("--score-threshold", type=probability(), default=0.0,
                    help="detections kept for mAP, in [0, 1] (default 0.0)")
-    p.add_argument("--max-detections", type=whole(minimum=1), default=100, help="detections per image for mAP (default 100)")
+    p.add_argument("--max-detections", type=whole(minimum=1), default=100,
+                   help="detections per image for mAP (default 100)")
     p.add_argument("--evaluator", choices=EVALUATOR_CHOICES, default="auto",
                    help="COCO evaluator (auto: faster_coco_eval when installed)")
     p.add_argument("--no-latency", action="store_true", help="accuracy only")

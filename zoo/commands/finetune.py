@@ -19,19 +19,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="registry name/alias, archive, model folder or pipeline.config")
     p.add_argument("--annotations", required=True, metavar="A.json", help="COCO annotations of the training images")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the training images")
-    p.add_argument("--num-classes", type=whole(minimum=1), metavar="K", help="classes to predict (default: the dataset's categories)")
+    p.add_argument("--num-classes", type=whole(minimum=1), metavar="K",
+                   help="classes to predict (default: the dataset's categories)")
     length = p.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=whole(minimum=1), metavar="N", help="training steps (>= 1)")
     length.add_argument("--epochs", type=number(positive=True), metavar="E", help="passes over the dataset (> 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--name", help="name of the exported model (default: MODEL_finetuned)")
     p.add_argument("--batch-size", type=whole(minimum=1), default=8, metavar="B", help="images per step (default 8)")
-    p.add_argument("--learning-rate", type=number(positive=True), default=1e-3, metavar="LR", help="peak learning rate (default 1e-3)")
+    p.add_argument("--learning-rate", type=number(positive=True), default=1e-3, metavar="LR",
+                   help="peak learning rate (default 1e-3)")
     p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                    help="after a linear warmup: cosine decay to 0 or constant (default cosine)")
-    p.add_argument("--warmup-steps", type=whole(minimum=0), metavar="N", help="warmup steps (default 10%% of the steps)")
-    p.add_argument("--input-size", type=whole(minimum=32), metavar="PX", help="train and export at PX x PX (a multiple of 32)")
-    p.add_argument("--checkpoint-every", type=whole(minimum=1), metavar="N", help="save a training checkpoint every N steps")
+    p.add_argument("--warmup-steps", type=whole(minimum=0), metavar="N",
+                   help="warmup steps (default 10%% of the steps)")
+    p.add_argument("--input-size", type=whole(minimum=32), metavar="PX",
+                   help="train and export at PX x PX (a multiple of 32)")
+    p.add_argument("--checkpoint-every", type=whole(minimum=1), metavar="N",
+                   help="save a training checkpoint every N steps")
     p.add_argument("--no-augment", action="store_true", help="no flip / crop / colour augmentation")
     p.add_argument("--seed", type=whole(minimum=0), default=0, help="random seed (default 0)")
     p.add_argument("--no-saved-model", action="store_true", help="skip the saved_model/ export")

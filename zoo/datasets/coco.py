@@ -68,7 +68,8 @@ def _validate(data: dict, source: str) -> None:
             raise DatasetError(f"{source}: images[{i}] lacks one of {_REQUIRED_IMAGE_KEYS}")
         kind = id_kind(img["id"])
         if kind is None:
-            raise DatasetError(f"{source}: images[{i}].id must be an integer (or a non-empty string), got {img['id']!r}")
+            raise DatasetError(
+                f"{source}: images[{i}].id must be an integer (or a non-empty string), got {img['id']!r}")
         if first_kind is None:
             first_kind = (i, kind)
         elif kind != first_kind[1]:
