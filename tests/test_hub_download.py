@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from http_fixture import FaultyServer
+from http_fixture import FaultyServer, self_signed
 from tarball_fixture import SSD, Spec, assert_cache_whole, spec_of, zoo_mirror
 
 from zoo.errors import DownloadError, IntegrityError, OfflineError
@@ -368,12 +368,7 @@ def test_http_proxy_from_the_environment_is_used(server, ssd, monkeypatch, isola
 
 @pytest.fixture(scope="module")
 def tls_pair(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    return str(cert), str(key)
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 def test_https_verifies_and_honours_the_ca_bundle_setting(root, ssd, tls_pair, monkeypatch, isolated_env):
