@@ -1,27 +1,33 @@
 #!/usr/bin/env python3
 """Detector benchmark: our Keras backend against the archive's SavedModel, same model, same run.
 
-    python3 benchmarks/bench_detect.py [--repeats 20] [--cold-runs 2] [--out benchmarks/results/detect.json]
+    python3 benchmarks/bench_detect.py [--repeats 15] [--cold-runs 2] [--models NAME...]
+                                       [--out benchmarks/results/detect.json]
 
-Model: the centernet_mobilenetv2fpn_512x512_coco17_od stand-in archive (it has a SavedModel), fetched
-through a file:// URL into a temporary cache. Measures
-  * cold start: cached model -> first detection, in a fresh process per run (TensorFlow and odzoo
-    already imported, so only loading, building/restoring, tracing and the first call count);
-    goal: keras <= 0.25 x saved_model;
-  * steady detect() latency on the 480x640 reference image (median); goal: keras <= 0.8 x saved_model.
-    The backends are called in turn within each round (keras default = BatchNorm fused + sparse box
-    heads, keras with ``fold_batchnorm="kernel"``, keras with dense box heads, keras unoptimised,
-    saved_model), so machine load hits all alike;
-  * batch-8 throughput of one detect() on a [8, H, W, 3] batch against 8 single calls.
-Cold-start runs alternate between the backends too. Prints a summary and writes JSON (results,
-goals, environment).
+Models: the two stand-in archives with a SavedModel (centernet_mobilenetv2fpn_512x512_coco17_od,
+ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8), fetched through a file:// URL into a temporary cache.
+For each it measures
+  * cold start in a fresh process per run, the backends alternating: ``cold_start_s`` counts from
+    TensorFlow and odzoo imported to the first detection (load, build/restore, trace, first call);
+    ``end_to_end_s`` from the process start (imports included); goal: keras <= 0.25 x saved_model;
+  * steady detect() latency on the 480x640 reference image (median); goal: keras <= 0.6 x saved_model.
+    The variants are called in turn within each round (keras default = BatchNorm fused + sparse box
+    heads where they apply, keras with ``fold_batchnorm="kernel"``, keras with dense box heads, keras
+    unoptimised, saved_model), so machine load hits all alike;
+  * batch-8 throughput of one detect() on a [8, H, W, 3] batch against 8 single calls (goal >= 2x);
+  * a folder of 16 images through ``Detector.detect_files`` (decoding pipelined ahead of the model)
+    against decoding then detecting one file after the other;
+  * FLOPs per image (convolutions and matrix products of the traced graph), the achieved FLOP/s of
+    each backend, and the ratio to the machine's peak measured in the same run (matmul / conv);
+  * the accuracy cost of ``precision="float16"`` / ``"bfloat16"``: agreement of their detections
+    with float32's on the reference image.
+Prints a summary and writes JSON (results, goals, environment).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,12 +38,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-NAME = "centernet_mobilenetv2fpn_512x512_coco17_od"
-TARBALL = (ROOT / ".." / "shared" / "fixtures" / "tarballs" / f"{NAME}.tar.gz").resolve()
+MODELS = ("centernet_mobilenetv2fpn_512x512_coco17_od", "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8")
+TARBALLS = (ROOT / ".." / "shared" / "fixtures" / "tarballs").resolve()
 IMAGE = (ROOT / ".." / "shared" / "fixtures" / "inputs" / "A.png").resolve()
+GOALS = {"cold_start_ratio_max": 0.25, "steady_ratio_max": 0.6, "batch8_speedup_min": 2.0}
 
 COLD_CHILD = """
 import json, sys, time
+t_start = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 import numpy as np, tensorflow as tf
 from PIL import Image
@@ -53,14 +61,15 @@ if det.backend == "keras":  # the trace happens on the first call anyway; timed 
     trace_s = time.perf_counter() - t1
 det.detect(image)
 t2 = time.perf_counter()
-print(json.dumps({"load_s": t1 - t0, "first_detect_s": t2 - t1, "trace_s": trace_s, "cold_start_s": t2 - t0}))
+print(json.dumps({"import_s": t0 - t_start, "load_s": t1 - t0, "first_detect_s": t2 - t1, "trace_s": trace_s,
+                  "cold_start_s": t2 - t0, "end_to_end_s": time.time() - float(sys.argv[5])}))
 """
 
 
 def _cold_run(source: str, backend: str, cache: Path, image: Path) -> dict:
     env = dict(os.environ, ODZOO_CACHE=str(cache), ODZOO_QUIET="1", ODZOO_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
-        [sys.executable, "-c", COLD_CHILD, str(ROOT), source, backend, str(image)],
+        [sys.executable, "-c", COLD_CHILD, str(ROOT), source, backend, str(image), repr(time.time())],
         env=env, capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
@@ -78,7 +87,8 @@ def _cold(source: str, backends: tuple[str, ...], cache: Path, runs: int, image:
     for b, runs_b in samples.items():
         best = min(runs_b, key=lambda s: s["cold_start_s"])
         out[b] = {"runs": runs_b, "best": best,
-                  "median_cold_start_s": statistics.median(s["cold_start_s"] for s in runs_b)}
+                  "median_cold_start_s": statistics.median(s["cold_start_s"] for s in runs_b),
+                  "median_end_to_end_s": statistics.median(s["end_to_end_s"] for s in runs_b)}
     return out
 
 
@@ -127,94 +137,171 @@ def _batch(det, image, repeats: int) -> dict:
     }
 
 
+def _pipeline(det, image, tmp: Path, count: int = 16) -> dict:
+    """A folder of ``count`` PNGs: pipelined ``detect_files`` against decode-then-detect file by file."""
+    from PIL import Image
+
+    from zoo.images import load_image
+
+    folder = tmp / "images"
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    files = sorted(folder.iterdir())
+    list(det.detect_files(folder))  # warm-up: tf.data and the model's trace
+    serial, pipelined = [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        for f in files:
+            det.detect(load_image(f))
+        serial.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in det.detect_files(folder):
+            pass
+        pipelined.append(time.perf_counter() - t0)
+    s, p = min(serial), min(pipelined)
+    return {"images": count, "serial_s": s, "pipelined_s": p, "serial_images_per_s": count / s,
+            "pipelined_images_per_s": count / p, "speedup": s / p}
+
+
+def _precision_cost(det, image) -> dict:
+    """Agreement with float32 of the detections at lower precision (reference image, CPU)."""
+    from zoo.backends.keras_backend import KerasBackend
+    from zoo.bench.agreement import detection_agreement
+
+    reference = det.runner.infer(image[None])
+    out = {}
+    for precision in ("float16", "bfloat16"):
+        try:
+            got = KerasBackend(det.net, precision=precision).infer(image[None])
+            out[precision] = detection_agreement(reference, got)
+        except Exception as exc:  # recorded, not fatal
+            out[precision] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def _bench_model(name: str, args, image, image_path: Path, tmp: Path, peak: float) -> dict:
+    from zoo.bench.flops import detector_flops
+    from zoo.hub import fetch
+    from zoo.loading import load
+
+    cache = tmp / "cache"
+    source = (args.tarballs / f"{name}.tar.gz").resolve().as_uri()
+    fetch(source, cache_dir=cache)  # cached before any timing
+    cold = _cold(source, ("keras", "saved_model"), cache, args.cold_runs, image_path)
+    keras_det = load(source, backend="keras", cache_dir=cache)
+    detectors = {
+        "keras": keras_det,
+        "keras_kernel_fold": _variant(keras_det, fold_batchnorm="kernel"),
+        "keras_unoptimised": _variant(keras_det, fold_batchnorm=False),
+        "saved_model": load(source, backend="saved_model", cache_dir=cache),
+    }
+    if keras_det.runner.sparse_heads:
+        detectors["keras_dense_heads"] = _variant(keras_det, sparse_heads=False)
+    steady = _steady(detectors, image, args.repeats)
+    batch = {b: _batch(detectors[b], image, args.repeats) for b in ("keras", "saved_model")}
+    pipeline = _pipeline(keras_det, image, tmp)
+    traces = keras_det.runner.trace_count
+    flops = detector_flops(_variant(keras_det).runner._serve, tuple(image.shape))
+    dense_flops = detector_flops(_variant(keras_det, sparse_heads=False).runner._serve, tuple(image.shape))
+    per_image = flops["flops_per_image"]
+    achieved = {b: per_image / steady[b]["median_s"] for b in ("keras", "saved_model")}
+    achieved_batch = per_image * batch["keras"]["batch8_images_per_s"]
+    sm, ks = steady["saved_model"]["median_s"], cold["saved_model"]["median_cold_start_s"]
+    ratios = {f"steady_{b}_over_saved_model": steady[b]["median_s"] / sm for b in detectors if b != "saved_model"}
+    ratios["cold_start_keras_over_saved_model"] = cold["keras"]["median_cold_start_s"] / ks
+    ratios["end_to_end_keras_over_saved_model"] = (
+        cold["keras"]["median_end_to_end_s"] / cold["saved_model"]["median_end_to_end_s"]
+    )
+    return {
+        "cold_start": cold,
+        "steady": {b: {k: v for k, v in s.items() if k != "samples_s"} for b, s in steady.items()},
+        "steady_samples_s": {b: s["samples_s"] for b, s in steady.items()},
+        "batch8": batch,
+        "pipeline": pipeline,
+        "precision_agreement_with_float32": _precision_cost(keras_det, image),
+        "flops": {
+            "flops_per_image": per_image,
+            "flops_per_image_dense_heads": dense_flops["flops_per_image"],
+            "achieved_flops_per_s": achieved,
+            "achieved_flops_per_s_keras_batch8": achieved_batch,
+            "fraction_of_peak": {b: v / peak for b, v in achieved.items()},
+            "fraction_of_peak_keras_batch8": achieved_batch / peak,
+            "note": "convolutions and matrix products of the keras graph traced for this image; the "
+                    "SavedModel runs the same network (its dense box heads add "
+                    f"{(dense_flops['flops_per_image'] - per_image) / 1e9:.3f} GFLOP when sparse heads apply)",
+        },
+        "keras_traces": traces,
+        "keras_batchnorms_folded": keras_det.runner.folded_batchnorms,
+        "keras_sparse_heads": keras_det.runner.sparse_heads,
+        "ratios": ratios,
+        "goals_met": {
+            "cold_start": ratios["cold_start_keras_over_saved_model"] <= GOALS["cold_start_ratio_max"],
+            "steady": ratios["steady_keras_over_saved_model"] <= GOALS["steady_ratio_max"],
+            "batch8": batch["keras"]["speedup"] >= GOALS["batch8_speedup_min"],
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20, help="timed detect() calls per backend")
-    parser.add_argument("--cold-runs", type=int, default=3, help="fresh processes per backend for cold start")
+    parser.add_argument("--repeats", type=int, default=15, help="timed detect() calls per variant")
+    parser.add_argument("--cold-runs", type=int, default=2, help="fresh processes per backend for cold start")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="stand-in archive names")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "detect.json")
-    parser.add_argument("--tarball", type=Path, default=TARBALL, help="the stand-in archive (default: ../shared)")
+    parser.add_argument("--tarballs", type=Path, default=TARBALLS, help="folder of the stand-in archives")
     parser.add_argument("--image", type=Path, default=IMAGE, help="the reference image (default: ../shared)")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.cold_runs < 1:
+        parser.error("--repeats and --cold-runs must be >= 1")
 
     import numpy as np
     import tensorflow as tf
     from PIL import Image
 
-    from zoo.hub import fetch
-    from zoo.loading import load
+    from zoo.bench.env import fingerprint
+    from zoo.bench.flops import measure_peak
 
-    source = args.tarball.resolve().as_uri()
     image_path = args.image.resolve()
     image = np.asarray(Image.open(image_path).convert("RGB"))
-    with tempfile.TemporaryDirectory(prefix="odzoo-bench-") as tmp:
-        cache = Path(tmp) / "cache"
-        os.environ["ODZOO_CACHE"] = str(cache)
-        os.environ["ODZOO_QUIET"] = "1"
-        fetch(source, cache_dir=cache)  # cached before any timing
-
-        cold = _cold(source, ("keras", "saved_model"), cache, args.cold_runs, image_path)
-        keras_det = load(source, backend="keras", cache_dir=cache)
-        detectors = {
-            "keras": keras_det,
-            "keras_kernel_fold": _variant(keras_det, fold_batchnorm="kernel"),
-            "keras_dense_heads": _variant(keras_det, sparse_heads=False),
-            "keras_unoptimised": _variant(keras_det, fold_batchnorm=False),
-            "saved_model": load(source, backend="saved_model", cache_dir=cache),
-        }
-        steady = _steady(detectors, image, args.repeats)
-        batch = {b: _batch(detectors[b], image, args.repeats) for b in ("keras", "saved_model")}
-        result = {
-            "model": NAME,
-            "source": "file:// URL of the stand-in archive, fetched into a temporary cache before timing",
-            "image": {"path": image_path.name, "shape": list(image.shape)},
-            "cold_start": cold,
-            "steady": {b: {k: v for k, v in s.items() if k != "samples_s"} for b, s in steady.items()},
-            "steady_samples_s": {b: s["samples_s"] for b, s in steady.items()},
-            "batch8": batch,
-            "keras_traces": keras_det.runner.trace_count,
-            "keras_batchnorms_folded": keras_det.runner.folded_batchnorms,
-            "keras_sparse_heads": keras_det.runner.sparse_heads,
-            "ratios": {
-                "cold_start_keras_over_saved_model": cold["keras"]["median_cold_start_s"]
-                / cold["saved_model"]["median_cold_start_s"],
-                "steady_keras_over_saved_model": steady["keras"]["median_s"] / steady["saved_model"]["median_s"],
-                "steady_keras_kernel_fold_over_saved_model": steady["keras_kernel_fold"]["median_s"]
-                / steady["saved_model"]["median_s"],
-                "steady_keras_dense_heads_over_saved_model": steady["keras_dense_heads"]["median_s"]
-                / steady["saved_model"]["median_s"],
-                "steady_keras_unoptimised_over_saved_model": steady["keras_unoptimised"]["median_s"]
-                / steady["saved_model"]["median_s"],
-            },
-            "goals": {"cold_start_ratio_max": 0.25, "steady_ratio_max": 0.8},
-            "environment": {
-                "python": platform.python_version(),
-                "tensorflow": tf.__version__,
-                "machine": platform.machine(),
-                "cpus": os.cpu_count(),
-                "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-            },
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    r = result["ratios"]
-    result["goals_met"] = {
-        "cold_start": r["cold_start_keras_over_saved_model"] <= 0.25,
-        "steady": r["steady_keras_over_saved_model"] <= 0.8,
+    os.environ["ODZOO_QUIET"] = "1"
+    peak = measure_peak(1.0)
+    models = {}
+    for name in args.models:
+        with tempfile.TemporaryDirectory(prefix="odzoo-bench-") as tmp:
+            models[name] = _bench_model(name, args, image, image_path, Path(tmp), peak["peak_flops_per_s"])
+    peak_after = measure_peak(1.0)
+    result = {
+        "image": {"path": image_path.name, "shape": list(image.shape)},
+        "source": "file:// URL of each stand-in archive, fetched into a temporary cache before timing",
+        "peak": {"before": peak, "after": peak_after},
+        "models": models,
+        "goals": GOALS,
+        "environment": fingerprint(),
+        "tensorflow_threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
+        "load_average_at_end": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(f"model {NAME} on {result['environment']['cpus']} CPUs, GPUs: {result['environment']['gpus'] or 'none'}")
-    for b in ("keras", "saved_model"):
-        print(
-            f"  {b:<12} cold start {cold[b]['median_cold_start_s']:.2f} s   steady {steady[b]['median_s'] * 1e3:.1f} ms"
-            f"   batch-8 {batch[b]['batch8_images_per_s']:.1f} img/s vs single {batch[b]['single_images_per_s']:.1f} img/s"
-        )
-    for b in ("keras_kernel_fold", "keras_dense_heads", "keras_unoptimised"):
-        print(f"  {b:<18} steady {steady[b]['median_s'] * 1e3:.1f} ms")
-    print(f"  cold-start ratio keras/saved_model {r['cold_start_keras_over_saved_model']:.3f} (goal <= 0.25)")
-    print(f"  steady ratio keras/saved_model     {r['steady_keras_over_saved_model']:.3f} (goal <= 0.8)")
-    print(f"  steady ratio, kernel fold          {r['steady_keras_kernel_fold_over_saved_model']:.3f}")
-    print(f"  steady ratio, dense box heads      {r['steady_keras_dense_heads_over_saved_model']:.3f}")
-    print(f"  steady ratio, unoptimised keras    {r['steady_keras_unoptimised_over_saved_model']:.3f}")
+    print(f"peak {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s before, {peak_after['peak_flops_per_s'] / 1e9:.1f} after; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    for name, m in models.items():
+        cold, steady, batch, r = m["cold_start"], m["steady"], m["batch8"], m["ratios"]
+        print(name)
+        for b in ("keras", "saved_model"):
+            print(
+                f"  {b:<12} cold start {cold[b]['median_cold_start_s']:.2f} s (end to end {cold[b]['median_end_to_end_s']:.2f} s)"
+                f"   steady {steady[b]['median_s'] * 1e3:.1f} ms   batch-8 {batch[b]['speedup']:.2f}x"
+                f"   {m['flops']['achieved_flops_per_s'][b] / 1e9:.1f} GFLOP/s ({m['flops']['fraction_of_peak'][b]:.0%} of peak)"
+            )
+        for key, value in r.items():
+            print(f"  {key:<48} {value:.3f}")
+        print(f"  pipeline {m['pipeline']['speedup']:.2f}x   FLOPs/image {m['flops']['flops_per_image'] / 1e9:.2f} G")
+        print(f"  precision agreement {m['precision_agreement_with_float32']}")
+        print(f"  goals met {m['goals_met']}")
     print(f"  written to {args.out}")
     return 0
 

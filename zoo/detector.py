@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,47 @@ class Detector:
         return self._convert(batch, outputs, score_threshold, max_detections)
 
     __call__ = detect
+
+    # ------------------------------------------------------------------ pipelined detection over files
+    def detect_files(
+        self,
+        sources: Any,
+        *,
+        score_threshold: float = 0.0,
+        max_detections: int | None = None,
+        batch_size: int = 1,
+        prefetch: int | None = None,
+    ) -> Iterator[tuple[str, np.ndarray, Detections]]:
+        """``(path, image, detections)`` for each image file of ``sources`` (files and folders), in order.
+
+        Files are decoded in parallel ahead of the model (:mod:`zoo.image_pipeline`), so the network
+        does not wait for decoding. ``batch_size > 1`` runs up to that many consecutive same-size
+        images as one network call where the backend takes batches (faster per image; networks that
+        normalize with batch statistics then give batch-dependent results, as ``detect`` on a batch).
+        """
+        from .errors import InputError
+        from .image_pipeline import decoded_images
+
+        score_threshold, max_detections = check_filter_arguments(score_threshold, max_detections)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        pending: list[tuple[str, np.ndarray]] = []
+
+        def flush() -> Iterator[tuple[str, np.ndarray, Detections]]:
+            batch = ImageBatch(image for _, image in pending)
+            batch.from_batch = len(pending) > 1
+            results = self._convert(batch, self._run(batch), score_threshold, max_detections)
+            for (path, image), result in zip(pending, results):
+                yield path, image, result
+            pending.clear()
+
+        for path, image in decoded_images(sources, prefetch=prefetch):
+            if pending and (len(pending) >= batch_size or pending[0][1].shape != image.shape):
+                yield from flush()
+            pending.append((path, image))
+        if pending:
+            yield from flush()
+    # ------------------------------------------------------------------ end of pipelined detection
 
     def timed_detect(
         self, image: Any, *, score_threshold: float = 0.0, max_detections: int | None = None

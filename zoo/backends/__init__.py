@@ -1,4 +1,4 @@
-"""Inference backends behind ``Detector.detect``: ``keras`` (ours), ``saved_model``, ``hub``.
+"""Inference backends behind ``Detector.detect``: ``keras`` (ours), ``saved_model``, ``hub``, ``tflite``.
 
 Every backend maps a ``[B, H, W, 3]`` uint8 batch to the outputs of the zoo's exported
 ``serving_default`` signature, as numpy arrays: ``detection_boxes`` ``[B, N, 4]`` normalized
@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = ["BACKENDS", "Backend"]
 
-BACKENDS = ("keras", "saved_model", "hub")
+BACKENDS = ("keras", "saved_model", "hub", "tflite")
 
 
 class Backend(Protocol):

@@ -106,17 +106,20 @@ def _scatter(values: tf.Tensor, ys: tf.Tensor, xs: tf.Tensor, like: tf.Tensor) -
     return tf.tensor_scatter_nd_update(tf.zeros(shape, values.dtype), index, values)
 
 
-def sparse_centernet_call(net: Any, images: tf.Tensor, mode: str = "fused") -> tuple[dict[str, tf.Tensor], int]:
+def sparse_centernet_call(
+    net: Any, images: tf.Tensor, mode: str = "fused", precision: str = "float32"
+) -> tuple[dict[str, tf.Tensor], int]:
     """``net(images)`` (preprocess, predict, postprocess) with the box heads evaluated at the peaks only.
 
-    ``mode`` is the :class:`~zoo.backends.inference_graph.InferenceGraph` mode for the backbone and
-    the centre head. Returns the ``postprocess`` dict and the number of BatchNorm layers folded.
+    ``mode`` and ``precision`` are the :class:`~zoo.backends.inference_graph.InferenceGraph` options
+    for the backbone and the centre head (the peak-only box heads run in float32). Returns the ``postprocess`` dict and the number of BatchNorm layers folded.
     Only for networks where :func:`supports_sparse_heads` holds.
     """
     from ..models.centernet import true_image_mask, top_k_locations
 
     preprocessed, true_shapes = net.preprocess(images)
-    backbone, center_head = InferenceGraph(net.backbone_model, mode), InferenceGraph(net.heads[_CENTER][0], mode)
+    backbone = InferenceGraph(net.backbone_model, mode, precision)
+    center_head = InferenceGraph(net.heads[_CENTER][0], mode, precision)
     features = backbone(preprocessed)
     if isinstance(features, (list, tuple)):
         (features,) = features

@@ -23,21 +23,61 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-__all__ = ["MODES", "InferenceGraph", "count_folded", "supports_folding"]
+__all__ = ["MODES", "PRECISIONS", "InferenceGraph", "KerasInternalsError", "check_keras_internals", "count_folded", "supports_folding"]
 
 MODES = ("fused", "kernel")
+#: compute dtypes of the network's convolutions (weights stay float32 variables; BatchNorm statistics,
+#: pre- and post-processing stay float32)
+PRECISIONS = ("float32", "float16", "bfloat16")
 _CONVS = (keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D, keras.layers.Conv2D)
 
 
+# The layer-graph attributes of a functional keras.Model this module reads. They are Keras internals
+# (stable through Keras 3; pyproject pins keras<4): a Keras that drops them fails loudly here
+# instead of silently running the unoptimised model.
+_FUNCTIONAL_INTERNALS = ("_nodes_by_depth", "_outputs_struct")
+
+
+class KerasInternalsError(RuntimeError):
+    """The installed Keras no longer has the functional-model internals the inference graph reads."""
+
+
 def _is_functional(op: Any) -> bool:
-    return isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth") and hasattr(op, "inputs")
+    """A functional model: a ``keras.Model`` built from ``keras.Input`` tensors (public ``inputs``)."""
+    if not isinstance(op, keras.Model) or isinstance(op, keras.Sequential):
+        return False
+    try:
+        inputs = op.inputs
+    except AttributeError:  # a subclassed model: has no symbolic inputs
+        return False
+    if not inputs:
+        return False
+    check_keras_internals(op)
+    return True
+
+
+def check_keras_internals(model: Any) -> None:
+    """Raise :class:`KerasInternalsError` when a functional ``model`` lacks the internals read here."""
+    missing = [name for name in _FUNCTIONAL_INTERNALS if not hasattr(model, name)]
+    if missing:
+        raise KerasInternalsError(
+            f"keras {keras.__version__}: functional models no longer have {', '.join(missing)}, which odzoo's "
+            "inference graph reads; install a keras 3 release (odzoo requires keras<4)"
+        )
 
 
 def _graph_of(op: Any) -> Any:
     """The functional graph behind ``op`` (a Sequential delegates to its inner functional model)."""
     if isinstance(op, keras.Sequential):
-        inner = getattr(op, "_functional", None)
-        return inner if inner is not None and _is_functional(inner) else None
+        if not hasattr(op, "_functional"):
+            raise KerasInternalsError(
+                f"keras {keras.__version__}: Sequential models no longer have _functional, which odzoo's "
+                "inference graph reads; install a keras 3 release (odzoo requires keras<4)"
+            )
+        inner = op._functional
+        if inner is None:  # not built yet (no Input): not walkable
+            return None
+        return inner if _is_functional(inner) else None
     return op if _is_functional(op) else None
 
 
@@ -89,8 +129,8 @@ def _bn_scale_shift(bn: Any) -> tuple[tf.Tensor, tf.Tensor]:
 def _fused_bn(bn: Any, x: tf.Tensor) -> tf.Tensor:
     """Inference BatchNorm as the single ``FusedBatchNormV3`` op the graph optimizer fuses into a convolution."""
     channels = tf.shape(bn.moving_mean)
-    gamma = tf.convert_to_tensor(bn.gamma) if bn.gamma is not None else tf.ones(channels, x.dtype)
-    beta = tf.convert_to_tensor(bn.beta) if bn.beta is not None else tf.zeros(channels, x.dtype)
+    gamma = tf.convert_to_tensor(bn.gamma) if bn.gamma is not None else tf.ones(channels, tf.float32)
+    beta = tf.convert_to_tensor(bn.beta) if bn.beta is not None else tf.zeros(channels, tf.float32)
     y, _, _ = tf.compat.v1.nn.fused_batch_norm(
         x, gamma, beta, mean=tf.convert_to_tensor(bn.moving_mean), variance=tf.convert_to_tensor(bn.moving_variance),
         epsilon=bn.epsilon, is_training=False,
@@ -106,16 +146,15 @@ def _dilations(layer: Any) -> list[int]:
     return [1, int(layer.dilation_rate[0]), int(layer.dilation_rate[1]), 1]
 
 
-def _kernel_op(layer: Any, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, Any]:
+def _kernel_op(layer: Any, x: tf.Tensor, dtype: tf.DType = tf.float32) -> tuple[tf.Tensor, tf.Tensor, Any]:
     """``(input of the last op, its kernel, reshape of a per-output-channel vector onto the kernel)``.
 
     A separable convolution's depthwise part is applied here; its pointwise kernel is returned.
     """
     padding = str(layer.padding).upper()
     if isinstance(layer, keras.layers.SeparableConv2D):
-        x = tf.nn.depthwise_conv2d(
-            x, tf.convert_to_tensor(layer.depthwise_kernel), _strides(layer), padding, dilations=layer.dilation_rate
-        )
+        depthwise = tf.cast(tf.convert_to_tensor(layer.depthwise_kernel), dtype)
+        x = tf.nn.depthwise_conv2d(x, depthwise, _strides(layer), padding, dilations=layer.dilation_rate)
         return x, tf.convert_to_tensor(layer.pointwise_kernel), None
     kernel = tf.convert_to_tensor(layer.kernel)
     if isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -132,17 +171,20 @@ def _apply_kernel(layer: Any, x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     return tf.nn.conv2d(x, kernel, _strides(layer), padding, dilations=_dilations(layer))
 
 
-def _conv(layer: Any, x: tf.Tensor, bn: Any = None) -> tf.Tensor:
-    """The convolution ``layer`` on ``x`` (its activation included), with ``bn`` folded in if given."""
-    x, kernel, channel_shape = _kernel_op(layer, x)
+def _conv(layer: Any, x: tf.Tensor, bn: Any = None, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """The convolution ``layer`` on ``x`` (its activation included), with ``bn`` folded in if given.
+
+    Weights are read (and folded) in float32, then cast with ``x`` to ``dtype``.
+    """
+    x, kernel, channel_shape = _kernel_op(layer, tf.cast(x, dtype), dtype)
     bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else None
     if bn is not None:
         scale, shift = _bn_scale_shift(bn)
         kernel = kernel * (tf.reshape(scale, channel_shape) if channel_shape is not None else scale)
         bias = shift if bias is None else bias * scale + shift
-    y = _apply_kernel(layer, x, kernel)
+    y = _apply_kernel(layer, x, tf.cast(kernel, dtype))
     if bias is not None:
-        y = tf.nn.bias_add(y, bias)
+        y = tf.nn.bias_add(y, tf.cast(bias, dtype))
     activation = getattr(layer, "activation", None)
     if activation is not None and activation is not keras.activations.linear:
         y = activation(y)
@@ -156,20 +198,27 @@ class InferenceGraph:
     (known once the graph has been called).
     """
 
-    def __init__(self, model: keras.Model, mode: str = "fused") -> None:
+    def __init__(self, model: keras.Model, mode: str = "fused", precision: str = "float32") -> None:
         if _graph_of(model) is None:
             raise TypeError(f"InferenceGraph needs a functional keras.Model, got {type(model).__name__}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = model
         self.mode = mode
+        self.precision = precision
+        self._dtype = tf.as_dtype(precision)
         self.folded = 0
 
     def __call__(self, inputs: Any, training: bool = False) -> Any:
         if training:
             return self.model(inputs, training=True)
         self.folded = 0
-        return self._run(_graph_of(self.model), inputs)
+        out = self._run(_graph_of(self.model), inputs)
+        if self._dtype == tf.float32:
+            return out
+        return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32) if t.dtype.is_floating else t, out)
 
     # ------------------------------------------------------------------ graph walk
     def _run(self, graph: Any, inputs: Any) -> Any:
@@ -207,10 +256,10 @@ class InferenceGraph:
                 bn = users[0].operation
                 fold_into[id(users[0])] = op
                 self.folded += 1
-                if self.mode == "kernel":
-                    return _conv(op, args[0], bn)
-                return _fused_bn(bn, _conv(op, args[0]))
-            return _conv(op, args[0])
+                if self.mode == "kernel" or self._dtype != tf.float32:  # low precision: folded in float32, then cast
+                    return _conv(op, args[0], bn, self._dtype)
+                return _fused_bn(bn, _conv(op, args[0], dtype=self._dtype))
+            return _conv(op, args[0], dtype=self._dtype)
         if len(args) == 1 and not kwargs:
             act = _activation(op, args[0])
             if act is not None:

@@ -20,12 +20,19 @@ reads the live variables, so training or restoring weights later is reflected by
 :attr:`net` and its ``keras_model`` stay the trainable Keras objects. Networks whose ``keras_model``
 is not a functional Keras model run as is.
 
+``precision="float16"`` / ``"bfloat16"`` runs the network's convolutions in that dtype (weights are
+cast from the float32 variables inside the graph; BatchNorm statistics, pre- and post-processing stay
+float32; BatchNorm is then folded into the kernels in float32 before the cast, whatever
+``fold_batchnorm`` says): for GPUs and TPUs, where it is faster. It changes outputs, so it is off by default;
+:func:`zoo.bench.agreement.detection_agreement` measures how far the detections move.
+
 ``sparse_heads=True`` (default, with folding on) lets a box-only CenterNet evaluate its box-size and
 offset heads only at the detected peaks (:mod:`zoo.backends.centernet_sparse`) instead of over the
 whole output grid; the detections are the same (float rounding apart).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -33,7 +40,7 @@ import tensorflow as tf
 
 from ..errors import ConfigError
 from .centernet_sparse import sparse_centernet_call, supports_sparse_heads
-from .inference_graph import MODES, InferenceGraph, supports_folding
+from .inference_graph import MODES, PRECISIONS, InferenceGraph, supports_folding
 
 __all__ = ["KerasBackend"]
 
@@ -47,8 +54,16 @@ class KerasBackend:
     supports_batch = True
 
     def __init__(
-        self, net: Any, *, jit_compile: bool = False, fold_batchnorm: bool | str = True, sparse_heads: bool = True
+        self,
+        net: Any,
+        *,
+        jit_compile: bool = False,
+        fold_batchnorm: bool | str = True,
+        sparse_heads: bool = True,
+        precision: str = "float32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.net = net
         self.keras_model = net.keras_model
         self.trace_count = 0
@@ -59,6 +74,12 @@ class KerasBackend:
             raise ConfigError(f"fold_batchnorm must be True, False or one of {MODES}, got {fold_batchnorm!r}")
         #: the InferenceGraph mode in use ("fused" / "kernel"), or None when the Keras model runs as is
         self.fold_batchnorm: str | None = mode if mode and supports_folding(self.keras_model) else None
+        if precision != "float32" and not self.fold_batchnorm:
+            raise ConfigError(
+                f"precision={precision!r} needs the inference graph (fold_batchnorm on and a functional Keras model)"
+            )
+        #: compute dtype of the network's convolutions
+        self.precision = precision
         self.folded_batchnorms = 0  # BatchNorm layers folded in the traced graph (known after tracing)
         #: whether box heads are evaluated at the peaks only (see zoo.backends.centernet_sparse)
         self.sparse_heads = bool(sparse_heads and self.fold_batchnorm and supports_sparse_heads(net))
@@ -72,7 +93,10 @@ class KerasBackend:
             try:
                 out = self._serve_optimised(images)
             except (AttributeError, TypeError, KeyError) as exc:  # a layer graph the rewrite does not understand
+                if self.precision != "float32":
+                    raise ConfigError(f"precision={self.precision!r}: the inference graph rewrite failed: {exc}") from exc
                 self.fold_fallback_reason = f"inference graph rewrite failed, running the Keras model as is: {exc}"
+                warnings.warn(self.fold_fallback_reason, RuntimeWarning, stacklevel=2)
                 self.fold_batchnorm, self.sparse_heads, self.folded_batchnorms = None, False, 0
         if out is None:
             out = dict(self.net(images))
@@ -83,9 +107,9 @@ class KerasBackend:
     def _serve_optimised(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         mode = str(self.fold_batchnorm)
         if self.sparse_heads:
-            result, self.folded_batchnorms = sparse_centernet_call(self.net, images, mode)
+            result, self.folded_batchnorms = sparse_centernet_call(self.net, images, mode, self.precision)
             return dict(result)
-        graph = InferenceGraph(self.keras_model, mode)
+        graph = InferenceGraph(self.keras_model, mode, self.precision)
         self.net.keras_model = graph  # only while tracing: the net's predict() calls it like the model
         try:
             out = dict(self.net(images))
@@ -113,6 +137,7 @@ class KerasBackend:
             if not self.jit_compile:
                 raise
             self.jit_fallback_reason = f"XLA could not compile the detection graph: {str(exc).splitlines()[0]}"
+            warnings.warn(self.jit_fallback_reason + "; running without XLA", RuntimeWarning, stacklevel=2)
             self.jit_compile = False
             self._fn = self._make(False)
             out = self._fn(tensor)

@@ -14,7 +14,8 @@ from .arguments import IMAGE_SUFFIXES, output_file, output_folder, probability, 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="detect objects in images with a zoo model")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (PNG, JPEG, ...) or folders of them; decoded in parallel ahead of the model")
     p.add_argument("--model", "-m", required=True, help="registry name or alias, URL, archive or model folder")
     p.add_argument("--backend", default="keras", choices=("keras", "saved_model", "hub"),
                    help="keras (our implementation, CenterNet), saved_model (the archive's export, any model), hub")
@@ -69,18 +70,22 @@ def _save(picture, target: Path) -> None:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from ..images import load_image
-
+    from ..image_pipeline import image_files
+    from ..images import check_image_file
     from ..loading import load, resolve_spec
 
     resolve_spec(args.model)  # an unknown name fails here, with suggestions
-    targets = _targets(args)
-    images = [load_image(path) for path in args.images]  # fail on a bad file before loading the model
+    args.images = image_files(args.images)  # folders expanded; a missing file fails before loading the model
+    targets = dict(zip(args.images, _targets(args)))
+    for path in args.images:  # headers only: an unreadable or oversized file fails before loading the model
+        check_image_file(path)
 
     detector = load(args.model, backend=args.backend, offline=args.offline)
     report = []
-    for path, image, target in zip(args.images, images, targets):
-        result = detector.detect(image, score_threshold=args.threshold, max_detections=args.max_detections)
+    for path, image, result in detector.detect_files(
+        args.images, score_threshold=args.threshold, max_detections=args.max_detections
+    ):
+        target = targets[path]
         if target is not None:
             _save(result.draw(image, score_threshold=args.threshold), target)
         report.append((path, result, target))
