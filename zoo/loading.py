@@ -66,15 +66,9 @@ def _spec_for_folder(folder: Path) -> Any:
         return None
 
 
-def _label_map(spec: Any, label_map: Mapping[int, str] | None, folder: Path | None = None) -> Mapping[int, str] | None:
-    """Class names: those given, else the folder's ``label_map.pbtxt`` (exported and fine-tuned
-    models carry one), else the registry entry's."""
+def _label_map(spec: Any, label_map: Mapping[int, str] | None) -> Mapping[int, str] | None:
     if label_map is not None:
         return dict(label_map)
-    if folder is not None and (folder / "label_map.pbtxt").is_file():
-        from .labels import read_label_map
-
-        return read_label_map(folder / "label_map.pbtxt")
     return getattr(spec, "label_map", None) if spec is not None else None
 
 
@@ -87,7 +81,6 @@ def build_keras_detector(
     label_map: Mapping[int, str] | None = None,
     jit_compile: bool = False,
     restore_checkpoint: bool = True,
-    precision: str = "float32",
 ) -> Detector:
     """Build our Keras model from ``folder/pipeline.config`` and restore ``folder/checkpoint``.
 
@@ -105,7 +98,7 @@ def build_keras_detector(
         raise NotCachedError(f"{folder} has no pipeline.config; is it a zoo model folder?")
     cfg = load_config(config_path)
     _, msg = model_config(cfg)
-    labels = _label_map(spec, label_map, folder)
+    labels = _label_map(spec, label_map)
     net = build_model(cfg, num_classes=num_classes, label_map=labels)
     configured = int(msg.get("num_classes", 0))
     changed = num_classes is not None and int(num_classes) != configured
@@ -121,7 +114,7 @@ def build_keras_detector(
     if changed and label_map is None:
         labels = {}  # new classes: the zoo's names no longer apply; ids read as "class_<id>"
     return Detector(
-        KerasBackend(net, jit_compile=jit_compile, precision=precision),
+        KerasBackend(net, jit_compile=jit_compile),
         spec=spec,
         model_dir=folder,
         label_map=labels,
@@ -143,27 +136,18 @@ def load(
     force: bool = False,
     jit_compile: bool = False,
     hub_handle: str | None = None,
-    precision: str = "float32",
 ) -> Detector:
     """Load a detector.
 
     ``name_or_source``: registry name or alias, ``ModelSpec``, http(s)/file URL, local ``.tar.gz`` or
     model folder. ``backend``: ``"keras"`` (our model; CenterNet only), ``"saved_model"`` (any zoo
-    model with an export), ``"hub"`` or ``"tflite"`` (a folder written by ``odzoo export --format
-    tflite``). Class names: ``label_map``, else the folder's ``label_map.pbtxt``, else the registry's.
-    ``strict``: a checkpoint that does not match the model exactly raises
-    :class:`~zoo.errors.CheckpointMismatchError`; with ``strict=False`` the report (``Detector.restore_report``) lists what was left. ``num_classes``: a class count different from
+    model with an export) or ``"hub"``. ``strict``: a checkpoint that does not match the model
+    exactly raises :class:`~zoo.errors.CheckpointMismatchError`; with ``strict=False`` the report
+    (``Detector.restore_report``) lists what was left. ``num_classes``: a class count different from
     the checkpoint's re-initialises the class-dependent head layers and restores everything else.
-    ``jit_compile`` (keras backend): compile the detection graph with XLA. ``precision`` (keras
-    backend): ``"float16"`` / ``"bfloat16"`` run the network's convolutions in that dtype (for GPUs and
-    TPUs; detections move slightly, see :func:`zoo.bench.agreement.detection_agreement`).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if precision not in ("float32", "float16", "bfloat16"):
-        raise ConfigError(f"precision must be float32, float16 or bfloat16, got {precision!r}")
-    if precision != "float32" and backend != "keras":
-        raise ConfigError(f"precision={precision!r} needs backend='keras' (the {backend} backend runs as exported)")
     spec, source = resolve_spec(name_or_source)
     if backend == "keras" and spec is not None and spec.meta_architecture is not None:
         from .models.builder import supported_meta_architectures
@@ -191,16 +175,9 @@ def load(
         if backend == "saved_model":
             from .backends.saved_model_backend import SavedModelBackend
 
-            return Detector(SavedModelBackend(folder), spec=spec, model_dir=folder,
-                            label_map=_label_map(spec, label_map, folder))
-        if backend == "tflite":
-            from .backends.tflite_backend import TFLiteBackend
-
-            return Detector(TFLiteBackend(folder), spec=spec, model_dir=folder,
-                            label_map=_label_map(spec, label_map, folder))
+            return Detector(SavedModelBackend(folder), spec=spec, model_dir=folder, label_map=_label_map(spec, label_map))
         return build_keras_detector(
-            folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile,
-            precision=precision,
+            folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile
         )
 
 
