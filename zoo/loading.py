@@ -81,6 +81,7 @@ def build_keras_detector(
     label_map: Mapping[int, str] | None = None,
     jit_compile: bool = False,
     restore_checkpoint: bool = True,
+    precision: str = "float32",
 ) -> Detector:
     """Build our Keras model from ``folder/pipeline.config`` and restore ``folder/checkpoint``.
 
@@ -114,7 +115,7 @@ def build_keras_detector(
     if changed and label_map is None:
         labels = {}  # new classes: the zoo's names no longer apply; ids read as "class_<id>"
     return Detector(
-        KerasBackend(net, jit_compile=jit_compile),
+        KerasBackend(net, jit_compile=jit_compile, precision=precision),
         spec=spec,
         model_dir=folder,
         label_map=labels,
@@ -136,6 +137,7 @@ def load(
     force: bool = False,
     jit_compile: bool = False,
     hub_handle: str | None = None,
+    precision: str = "float32",
 ) -> Detector:
     """Load a detector.
 
@@ -145,9 +147,16 @@ def load(
     exactly raises :class:`~zoo.errors.CheckpointMismatchError`; with ``strict=False`` the report
     (``Detector.restore_report``) lists what was left. ``num_classes``: a class count different from
     the checkpoint's re-initialises the class-dependent head layers and restores everything else.
+    ``jit_compile`` (keras backend): compile the detection graph with XLA. ``precision`` (keras
+    backend): ``"float16"`` / ``"bfloat16"`` run the network's convolutions in that dtype (for GPUs and
+    TPUs; detections move slightly, see :func:`zoo.bench.agreement.detection_agreement`).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in ("float32", "float16", "bfloat16"):
+        raise ConfigError(f"precision must be float32, float16 or bfloat16, got {precision!r}")
+    if precision != "float32" and backend != "keras":
+        raise ConfigError(f"precision={precision!r} needs backend='keras' (the {backend} backend runs as exported)")
     spec, source = resolve_spec(name_or_source)
     if backend == "keras" and spec is not None and spec.meta_architecture is not None:
         from .models.builder import supported_meta_architectures
@@ -177,7 +186,8 @@ def load(
 
             return Detector(SavedModelBackend(folder), spec=spec, model_dir=folder, label_map=_label_map(spec, label_map))
         return build_keras_detector(
-            folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile
+            folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile,
+            precision=precision,
         )
 
 
