@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import CacheError
+from zoo.hub.files import file_sha256, write_json_atomic
 
 MANIFEST_NAME = ".odzoo-manifest.json"
 QUARANTINE_NAME = ".odzoo-quarantine.json"
@@ -34,7 +34,6 @@ UNVERIFIED = "unverified"    # sizes match but times changed (copied, restored, 
 DAMAGED = "damaged"          # a file is missing or resized, a link changed, or no readable manifest
 QUARANTINED = "quarantined"  # verified damaged and not repairable yet: kept, never served
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
-HASH_BLOCK = 4 << 20
 
 
 def check_name(name: str) -> str:
@@ -45,18 +44,6 @@ def check_name(name: str) -> str:
             "(starting with a letter or digit)"
         )
     return name
-
-
-def sha256_file(path: Path, block: int = HASH_BLOCK) -> str:
-    """Hex sha256 of a file, read in large blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(block)
-            if not chunk:
-                break
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -182,13 +169,7 @@ class Manifest:
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
     """Write ``folder/.odzoo-manifest.json`` atomically (temp file + rename)."""
-    target = folder / MANIFEST_NAME
-    tmp = folder / f"{MANIFEST_NAME}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(manifest.to_json(), fh, separators=(",", ":"))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    write_json_atomic(folder / MANIFEST_NAME, manifest.to_json(), separators=(",", ":"))
 
 
 def read_manifest(folder: Path) -> Manifest | None:
@@ -273,11 +254,8 @@ def quarantine_info(folder: Path) -> dict | None:
 
 def quarantine(folder: Path, reason: str) -> None:
     """Mark an entry as damaged and kept for repair: loads refuse it, nothing deletes it unasked."""
-    target = folder / QUARANTINE_NAME
-    tmp = folder / f"{QUARANTINE_NAME}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"reason": " ".join(reason.split()), "since": time.time()}, fh)
-    os.replace(tmp, target)
+    write_json_atomic(folder / QUARANTINE_NAME,
+                      {"reason": " ".join(reason.split()), "since": time.time()})
 
 
 def lift_quarantine(folder: Path) -> bool:
@@ -338,7 +316,7 @@ def full_verify(folder: Path, name: str | None = None) -> VerifyReport:
     for rec in manifest.files:
         path = folder / rec.path
         try:
-            if path.is_symlink() or path.stat().st_size != rec.size or sha256_file(path) != rec.sha256:
+            if path.is_symlink() or path.stat().st_size != rec.size or file_sha256(path) != rec.sha256:
                 report.corrupt.append(rec.path)
         except OSError:
             report.missing.append(rec.path)

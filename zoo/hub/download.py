@@ -20,7 +20,6 @@ import binascii
 import email.utils
 import hashlib
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import requests
 import urllib3
 
 from zoo.hub.config import NetSettings
+from zoo.hub.files import file_sha256, prefix_digest, write_json_atomic
 from zoo.hub.progress import bar
 
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -83,19 +83,11 @@ def file_url_path(url: str) -> Path:
     return Path(url2pathname(unquote(parts.path)))
 
 
-def hash_file(path: Path, show: bool, label: str, chunk: int = 4 << 20) -> tuple[str, int]:
+def hash_file(path: Path, show: bool, label: str) -> tuple[str, int]:
     """sha256 and size of a local file, with a progress bar."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh, bar(show, desc=f"verify {label}", total=path.stat().st_size) as pb:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-            size += len(block)
-            pb.update(len(block))
-    return digest.hexdigest(), size
+    size = path.stat().st_size
+    with bar(show, desc=f"verify {label}", total=size) as pb:
+        return file_sha256(path, pb.update), size
 
 
 def part_paths(downloads: Path, key: str) -> tuple[Path, Path]:
@@ -166,10 +158,7 @@ class Downloader:
             return {}
 
     def _save_meta(self, meta: dict) -> None:
-        tmp = self.meta_path.with_name(self.meta_path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh)
-        os.replace(tmp, self.meta_path)
+        write_json_atomic(self.meta_path, meta, durable=False)
 
     def discard(self) -> None:
         """Delete the partial file and its sidecar."""
@@ -270,31 +259,9 @@ class Downloader:
 
     def _rehash_prefix(self, offset: int) -> None:
         """Make the running digest cover exactly the first ``offset`` bytes of the .part."""
-        hasher = hashlib.sha256()
-        if offset:
-            with open(self.part, "rb") as fh:
-                remaining = offset
-                while remaining:
-                    block = fh.read(min(remaining, 4 << 20))
-                    if not block:
-                        break
-                    hasher.update(block)
-                    remaining -= len(block)
-        self._hasher, self._hashed = hasher, offset
+        self._hasher = prefix_digest(self.part, offset) if offset else hashlib.sha256()
+        self._hashed = offset
         self._md5 = None
-
-    def _md5_prefix(self, offset: int):
-        """md5 of the first ``offset`` bytes of the .part."""
-        md5 = hashlib.md5(usedforsecurity=False)
-        with open(self.part, "rb") as fh:
-            remaining = offset
-            while remaining:
-                block = fh.read(min(remaining, 4 << 20))
-                if not block:
-                    break
-                md5.update(block)
-                remaining -= len(block)
-        return md5
 
     def _request(self, url: str, offset: int) -> int | None:
         """One GET appending to the .part. Returns the total size when the server tells it."""
@@ -350,7 +317,7 @@ class Downloader:
                 self._hasher, self._hashed = hashlib.sha256(), 0
                 self._md5 = None
             if want_md5 and self._md5 is None:
-                self._md5 = self._md5_prefix(offset) if offset else hashlib.md5(usedforsecurity=False)
+                self._md5 = prefix_digest(self.part, offset, "md5")
             elif not want_md5:
                 self._md5 = None
             self._want_md5 = want_md5

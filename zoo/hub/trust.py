@@ -7,11 +7,11 @@ downloads are not held to it, and the first trusted download replaces it."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from zoo.errors import CacheError, IntegrityError
 from zoo.hub.cache import Layout
+from zoo.hub.files import write_json_atomic
 from zoo.hub.lock import hold
 
 _LOCK_NAME = "digests"
@@ -67,9 +67,4 @@ def forget(layout: Layout, url: str) -> bool:
 
 
 def _write(layout: Layout, data: dict) -> None:
-    tmp = layout.digests.with_name(f"digests.json.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, layout.digests)
+    write_json_atomic(layout.digests, data, indent=1, sort_keys=True)
