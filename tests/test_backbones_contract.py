@@ -13,7 +13,7 @@ import pytest
 
 from zoo.checkpoint import VALUE_SUFFIX, match_variables
 from zoo.errors import ConfigError
-from zoo.models.backbones import get_backbone
+from zoo.models.centernet import get_backbone
 from zoo.pipeline_config import load, parse
 
 from .conftest import CONFIGS, MANIFESTS

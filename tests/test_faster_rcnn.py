@@ -23,12 +23,8 @@ from PIL import Image
 
 from zoo.checkpoint import restore
 from zoo.errors import CheckpointMismatchError
-from zoo.models.faster_rcnn import (
-    FasterRCNN,
-    batch_class_specific_nms,
-    build_faster_rcnn,
-)
-from zoo.models.nms import NmsConfig, batch_multiclass_nms
+from zoo.models.faster_rcnn import FasterRCNN, build_faster_rcnn
+from zoo.models.nms import NmsConfig, batch_class_specific_nms, batch_multiclass_nms
 from zoo.models.preprocess import Resizer
 from zoo.pipeline_config import load, model_config
 

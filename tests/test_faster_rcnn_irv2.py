@@ -21,7 +21,7 @@ from PIL import Image
 
 from zoo.checkpoint import restore
 from zoo.errors import UnsupportedModelError
-from zoo.models.backbones.faster_rcnn_inception_resnet_v2 import keras2_layer_order
+from zoo.models.backbones.faster_rcnn.inception_resnet_v2 import keras2_layer_order
 from zoo.models.faster_rcnn import FasterRCNN, build_faster_rcnn
 from zoo.models.nms import NmsConfig
 from zoo.models.preprocess import Resizer

@@ -21,12 +21,8 @@ from PIL import Image
 
 from zoo.checkpoint import restore
 from zoo.errors import CheckpointMismatchError, ConfigError, UnsupportedModelError
-from zoo.models.ssd import (
-    SSD,
-    FusedBatchNormalization,
-    build_ssd,
-    with_fused_batch_norm,
-)
+from zoo.models.layers import FusedBatchNormalization, with_fused_batch_norm
+from zoo.models.ssd import SSD, build_ssd
 from zoo.pipeline_config import load, model_config, parse
 
 from .references import check_reference, write_reference_checkpoint

@@ -70,9 +70,9 @@ class TinyBackbone:
 
 
 def register_tiny() -> None:
-    from zoo.models.backbones import register_backbone
+    from zoo.models.registry import register_feature_extractor
 
-    register_backbone(TINY_TYPE, TinyBackbone)
+    register_feature_extractor(TINY_TYPE, meta="center_net")(TinyBackbone)
 
 
 def tiny_net(num_classes: int = 3):

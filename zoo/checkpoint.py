@@ -17,9 +17,16 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Union
 
 from .errors import CheckpointMismatchError, NotCachedError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+    import tensorflow as tf
+
+Variable = Union["keras.Variable", "tf.Variable"]
+"""What a variable map holds: a Keras 3 variable (or a plain TensorFlow one)."""
 
 __all__ = [
     "VALUE_SUFFIX",
@@ -152,13 +159,13 @@ def _is_optimizer(key: str) -> bool:
 
 
 def match_variables(
-    variable_map: Mapping[str, Any],
+    variable_map: Mapping[str, Variable],
     checkpoint_shapes: Mapping[str, Iterable[int]],
     *,
-    model_variables: Iterable[Any] | None = None,
+    model_variables: Iterable[Variable] | None = None,
     skip: Mapping[str, str] | None = None,
     checkpoint: str = "<checkpoint>",
-) -> tuple[RestoreReport, list[tuple[str, Any]]]:
+) -> tuple[RestoreReport, list[tuple[str, Variable]]]:
     """Match a variable map against checkpoint keys/shapes without reading or assigning values.
 
     Returns the report (nothing assigned yet) and the ``(key, variable)`` pairs a restore would
@@ -176,7 +183,7 @@ def match_variables(
             report.optimizer.append(key)
 
     consumed = set(report.ignored) | set(report.optimizer)
-    plan: list[tuple[str, Any]] = []
+    plan: list[tuple[str, Variable]] = []
     for key, var in wanted.items():
         if key in skip:
             report.skipped[key] = skip[key]
@@ -207,11 +214,11 @@ def match_variables(
 
 
 def restore(
-    variable_map: Mapping[str, Any],
+    variable_map: Mapping[str, Variable],
     checkpoint: str | os.PathLike[str],
     *,
     strict: bool = True,
-    model_variables: Iterable[Any] | None = None,
+    model_variables: Iterable[Variable] | None = None,
     skip: Mapping[str, str] | None = None,
 ) -> RestoreReport:
     """Assign checkpoint values to the variables of ``variable_map``.

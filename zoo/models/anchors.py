@@ -5,6 +5,8 @@
   ``aspect_ratios`` anchors of base size ``anchor_scale * 2**l`` pixels, normalized by the image size.
   Quirk kept from the original: the half-stride centre offset is applied only along a dimension that
   the level's stride divides (``320 % 128 != 0``, so level 7 of a 320x320 model has offset 0).
+* :class:`GridAnchors` - ``grid_anchor_generator`` (the Faster R-CNN first stage): one grid of
+  anchors in absolute pixels.
 * :class:`SsdAnchors` - ``ssd_anchor_generator`` (the original SSD's ``create_ssd_anchors`` over a
   multiple-grid generator): per layer, scales linearly spaced between ``min_scale`` and ``max_scale``,
   normalized coordinates from the start.
@@ -12,31 +14,41 @@
 Anchors are ``[N, 4]`` float32 ``[ymin, xmin, ymax, xmax]``, ordered level by level, then row, column,
 and anchor within a location (aspect-ratio major, scale minor for the multiscale generator), which is
 the order of the box predictor's outputs. Config floats are rounded to float32 first, as protobuf
-stores them.
+stores them. A config the original would turn into a different set of anchors than written (no
+aspect ratios, per-layer lists of the wrong length) is refused with a :class:`~zoo.errors.ConfigError`
+naming the field.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import tensorflow as tf
 
 from ..errors import ConfigError
+from .fields import f32, floats
 
-__all__ = ["MultiscaleGridAnchors", "SsdAnchors", "anchor_generator_from_config", "tile_anchors"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pipeline_config import Message
+
+__all__ = [
+    "AnchorGenerator",
+    "GridAnchors",
+    "MultiscaleGridAnchors",
+    "SsdAnchors",
+    "anchor_generator_from_config",
+    "grid_anchor_generator_from_config",
+    "tile_anchors",
+]
 
 
-def _f32(value: float) -> float:
-    """A protobuf ``float`` field's value as Python reads it (float32 precision)."""
-    return float(np.float32(value))
-
-
-def _floats(msg: Any, field: str) -> list[float]:
-    flat: list[float] = []
-    for v in msg.all(field) if field in msg else []:
-        flat += [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)]
-    return flat
+def _required_floats(msg: Message, generator: str, field: str) -> list[float]:
+    """A repeated float field that must list at least one value (float32-rounded)."""
+    values = [f32(v) for v in floats(msg, field)]
+    if not values:
+        raise ConfigError(f"{generator}.{field} is empty; list at least one value")
+    return values
 
 
 def tile_anchors(
@@ -216,38 +228,107 @@ class SsdAnchors:
         return tf.concat(grids, axis=0)
 
 
-def anchor_generator_from_config(anchor_generator: Any) -> MultiscaleGridAnchors | SsdAnchors:
+class GridAnchors:
+    """``grid_anchor_generator``: one anchor set per feature-map cell, in absolute pixels.
+
+    Anchor ``(ratio_i, scale_j)`` at row ``r``, column ``c`` is centred at ``(r * stride_y + offset_y,
+    c * stride_x + offset_x)`` with size ``scale / sqrt(ratio) * base_h`` by ``scale * sqrt(ratio) *
+    base_w``; within a cell anchors run aspect-ratio major, scale minor (the original's meshgrid order).
+    """
+
+    def __init__(
+        self,
+        scales: Sequence[float] = (0.5, 1.0, 2.0),
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        base_anchor_size: Sequence[float] = (256.0, 256.0),
+        anchor_stride: Sequence[float] = (16.0, 16.0),
+        anchor_offset: Sequence[float] = (0.0, 0.0),
+    ) -> None:
+        if not scales or not aspect_ratios:
+            raise ConfigError("grid_anchor_generator needs at least one scale and one aspect ratio")
+        if any(a <= 0 for a in aspect_ratios) or any(s <= 0 for s in scales):
+            raise ConfigError(f"grid_anchor_generator scales {list(scales)} and aspect_ratios "
+                              f"{list(aspect_ratios)} must be positive")
+        self.scales = [float(s) for s in scales]
+        self.aspect_ratios = [float(a) for a in aspect_ratios]
+        self.base_anchor_size = [float(v) for v in base_anchor_size]
+        self.anchor_stride = [float(v) for v in anchor_stride]
+        self.anchor_offset = [float(v) for v in anchor_offset]
+
+    def num_anchors_per_location(self) -> int:
+        return len(self.scales) * len(self.aspect_ratios)
+
+    def generate(self, grid_height: Any, grid_width: Any) -> tf.Tensor:
+        """Anchors ``[grid_height * grid_width * A, 4]`` (ymin, xmin, ymax, xmax in pixels)."""
+        scales = [s for _ in self.aspect_ratios for s in self.scales]
+        ratios = [a for a in self.aspect_ratios for _ in self.scales]
+        return tile_anchors(grid_height, grid_width, scales, ratios, self.base_anchor_size, self.anchor_stride,
+                            self.anchor_offset)
+
+
+AnchorGenerator = Union[MultiscaleGridAnchors, SsdAnchors]
+"""The anchor generators of SSD configs (normalized anchors over several feature maps)."""
+
+
+def grid_anchor_generator_from_config(anchor_generator: Message) -> GridAnchors:
+    """Build from a ``first_stage_anchor_generator`` message (Faster R-CNN)."""
+    kind, msg = anchor_generator.oneof()
+    if kind != "grid_anchor_generator":
+        raise ConfigError(f"first_stage_anchor_generator {kind!r} is not supported (grid_anchor_generator is)")
+    return GridAnchors(
+        scales=_required_floats(msg, kind, "scales"),
+        aspect_ratios=_required_floats(msg, kind, "aspect_ratios"),
+        base_anchor_size=(int(msg.get("height", 256)), int(msg.get("width", 256))),
+        anchor_stride=(int(msg.get("height_stride", 16)), int(msg.get("width_stride", 16))),
+        anchor_offset=(int(msg.get("height_offset", 0)), int(msg.get("width_offset", 0))),
+    )
+
+
+def _per_layer_pairs(msg: Message, first: str, second: str, num_layers: int) -> list[tuple[float, float]] | None:
+    """``zip`` of two repeated fields that give one value per layer (None when both are absent)."""
+    a, b = floats(msg, first), floats(msg, second)
+    if not a and not b:
+        return None
+    if len(a) != len(b) or len(a) != num_layers:
+        raise ConfigError(
+            f"ssd_anchor_generator.{first} and .{second} need one value per layer: num_layers is {num_layers}, "
+            f"got {len(a)} and {len(b)} values"
+        )
+    return list(zip(a, b))
+
+
+def anchor_generator_from_config(anchor_generator: Message) -> AnchorGenerator:
     """Build from the ``anchor_generator`` message of an ``ssd`` config."""
     kind, msg = anchor_generator.oneof()
     if kind == "multiscale_anchor_generator":
-        ratios = _floats(msg, "aspect_ratios") or [1.0, 2.0, 0.5]
         return MultiscaleGridAnchors(
             min_level=int(msg.get("min_level", 3)),
             max_level=int(msg.get("max_level", 7)),
-            anchor_scale=_f32(msg.get("anchor_scale", 4.0)),
-            aspect_ratios=[_f32(a) for a in ratios],
+            anchor_scale=f32(msg.get("anchor_scale", 4.0)),
+            aspect_ratios=_required_floats(msg, kind, "aspect_ratios"),
             scales_per_octave=int(msg.get("scales_per_octave", 2)),
             normalize_coordinates=bool(msg.get("normalize_coordinates", True)),
         )
     if kind == "ssd_anchor_generator":
-        ratios = _floats(msg, "aspect_ratios") or [1.0, 2.0, 0.5, 3.0, 0.3333]
-        heights = _floats(msg, "height_stride")
-        widths = _floats(msg, "width_stride")
-        y_offsets = _floats(msg, "height_offset")
-        x_offsets = _floats(msg, "width_offset")
+        num_layers = int(msg.get("num_layers", 6))
+        scales = [f32(s) for s in floats(msg, "scales")]
+        if scales and len(scales) != num_layers:
+            raise ConfigError(
+                f"ssd_anchor_generator.scales needs one value per layer: num_layers is {num_layers}, "
+                f"got {len(scales)} values"
+            )
         return SsdAnchors(
-            num_layers=int(msg.get("num_layers", 6)),
-            min_scale=_f32(msg.get("min_scale", 0.2)),
-            max_scale=_f32(msg.get("max_scale", 0.95)),
-            scales=[_f32(s) for s in _floats(msg, "scales")],
-            aspect_ratios=[_f32(a) for a in ratios],
-            interpolated_scale_aspect_ratio=_f32(msg.get("interpolated_scale_aspect_ratio", 1.0)),
-            base_anchor_size=(_f32(msg.get("base_anchor_height", 1.0)), _f32(msg.get("base_anchor_width", 1.0))),
-            anchor_strides=list(zip(heights, widths)) or None,
-            anchor_offsets=list(zip(y_offsets, x_offsets)) or None,
+            num_layers=num_layers,
+            min_scale=f32(msg.get("min_scale", 0.2)),
+            max_scale=f32(msg.get("max_scale", 0.95)),
+            scales=scales,
+            aspect_ratios=_required_floats(msg, kind, "aspect_ratios"),
+            interpolated_scale_aspect_ratio=f32(msg.get("interpolated_scale_aspect_ratio", 1.0)),
+            base_anchor_size=(f32(msg.get("base_anchor_height", 1.0)), f32(msg.get("base_anchor_width", 1.0))),
+            anchor_strides=_per_layer_pairs(msg, "height_stride", "width_stride", num_layers),
+            anchor_offsets=_per_layer_pairs(msg, "height_offset", "width_offset", num_layers),
             reduce_boxes_in_lowest_layer=bool(msg.get("reduce_boxes_in_lowest_layer", True)),
         )
     raise ConfigError(
         f"anchor_generator {kind!r} is not supported (multiscale_anchor_generator, ssd_anchor_generator are)"
     )
-

@@ -1,34 +1,81 @@
 """The CenterNet meta-architecture ("Objects as Points") in Keras 3, faithful to the TF2 OD API.
 
-:class:`CenterNet` owns a backbone (see :mod:`zoo.models.backbones`), the prediction heads and the
-functional ``keras_model`` (preprocessed images -> raw head outputs), and implements the three
-stages of the original: :meth:`CenterNet.preprocess` (resize + backbone normalization),
-:meth:`CenterNet.predict` and :meth:`CenterNet.postprocess` (peak extraction, boxes, keypoints).
-Quirks of the original are reproduced on purpose, e.g. the true-image mask compares output-grid
-indices with pixel sizes, so centres in the zero padding of a non-square input are not masked.
+:class:`CenterNet` owns a backbone (:class:`Backbone`, implementations in
+:mod:`zoo.models.backbones.centernet`), the prediction heads and the functional ``keras_model``
+(preprocessed images -> raw head outputs), and implements the three stages of the original:
+:meth:`CenterNet.preprocess` (resize + backbone normalization), :meth:`CenterNet.predict` and
+:meth:`CenterNet.postprocess` (peak extraction, boxes, keypoints). :func:`build_centernet` reads the
+``model.center_net`` block. Quirks of the original are reproduced on purpose, e.g. the true-image
+mask compares output-grid indices with pixel sizes, so centres in the zero padding of a non-square
+input are not masked.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import keras
 import tensorflow as tf
 
-from .backbones import Backbone
-from .preprocess import Resizer, resize_batch
+from ..errors import ConfigError
+from ..labels import COCO_LABELS, PERSON_KEYPOINTS
+from ..pipeline_config import Message, parse
+from . import registry
+from .fields import ints
+from .preprocess import Resizer, resize_batch, resizer_from_config
 
 __all__ = [
-    "BOX_OFFSET", "BOX_SCALE", "OBJECT_CENTER", "CenterNet", "CenterNetConfig", "HeadSpec", "top_k_locations",
-    "true_image_mask",
+    "BOX_OFFSET", "BOX_SCALE", "OBJECT_CENTER", "Backbone", "CenterNet", "CenterNetConfig", "HeadSpec",
+    "KeypointTask", "build_centernet", "centernet_config", "get_backbone", "top_k_locations", "true_image_mask",
 ]
 
 OBJECT_CENTER = "object_center"
 BOX_SCALE = "box/scale"
 BOX_OFFSET = "box/offset"
 PEAK_EPSILON = 1e-6
+# Open Images machine ids used as keypoint_class_name in the zoo configs -> display name.
+_CLASS_NAME_ALIASES = {"/m/01g317": "person"}
 _HEAD_PREFIX = "model/_prediction_head_dict/"
 _BACKBONE_PREFIX = "model/_feature_extractor/"
+
+
+# ---------------------------------------------------------------------- backbones
+@runtime_checkable
+class Backbone(Protocol):
+    """A CenterNet feature extractor, registered with ``@register_feature_extractor(type,
+    meta="center_net")``; its factory takes the ``center_net.feature_extractor`` message.
+
+    ``preprocess(images)`` gets a float32 ``[B, H, W, 3]`` tensor of *resized* RGB values in 0..255
+    (padding included) and returns the network input exactly as the original extractor computes it
+    (pure tensor ops: it runs inside a ``tf.function`` over dynamic shapes). ``build()`` returns a new
+    functional model mapping that input (``shape=(None, None, 3)``) to a *list* of stride-4 feature
+    maps, one per head stack (hourglass_104 has 2; the others 1); inference-time quirks of the
+    original (e.g. BatchNorm statistics) are reproduced inside it. ``checkpoint_map(model)`` keys
+    every variable of that model by its checkpoint key relative to ``model/_feature_extractor/``
+    (without ``/.ATTRIBUTES/VARIABLE_VALUE``); the restore is strict. Optional: ``stride`` (default
+    4), ``name``.
+    """
+
+    def preprocess(self, images: tf.Tensor) -> tf.Tensor:
+        """Resized float RGB 0..255 ``[B,H,W,3]`` -> the network's input."""
+        ...
+
+    def build(self) -> keras.Model:
+        """A fresh functional model: preprocessed ``[B,H,W,3]`` -> list of stride-4 feature maps."""
+        ...
+
+    def checkpoint_map(self, model: keras.Model) -> dict[str, keras.Variable]:
+        """Checkpoint keys relative to ``model/_feature_extractor/`` -> variables of ``model``."""
+        ...
+
+
+def get_backbone(feature_extractor_config: Message | str) -> Backbone:
+    """Build the backbone for a ``feature_extractor`` message (or a bare type string)."""
+    if isinstance(feature_extractor_config, str):
+        feature_extractor_config = parse(f'type: "{feature_extractor_config}"')
+    factory = registry.feature_extractor("center_net", str(feature_extractor_config.get("type", "")))
+    return factory(feature_extractor_config)  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +240,98 @@ class CenterNet:
         """preprocess -> predict -> postprocess on a ``[B,H,W,3]`` batch."""
         preprocessed, true_shapes = self.preprocess(images)
         return self.postprocess(self.predict(preprocessed), true_shapes)
+
+
+# ---------------------------------------------------------------------- config
+@registry.register_meta_architecture("center_net")
+def build_centernet(
+    msg: Message, *, num_classes: int | None = None, label_map: Mapping[int, str] | None = None
+) -> CenterNet:
+    """A :class:`CenterNet` (weights freshly initialised) from the ``model.center_net`` message."""
+    if "feature_extractor" not in msg:
+        raise ConfigError("center_net config has no feature_extractor block")
+    backbone = get_backbone(msg["feature_extractor"])
+    if "image_resizer" not in msg:
+        raise ConfigError("center_net config has no image_resizer block")
+    resizer = resizer_from_config(msg["image_resizer"])
+    return CenterNet(centernet_config(msg, num_classes=num_classes, label_map=label_map), backbone, resizer)
+
+
+def _class_id(name: str, label_map: Mapping[int, str]) -> int:
+    wanted = _CLASS_NAME_ALIASES.get(name, name)
+    for label_id, label in label_map.items():
+        if label == wanted:
+            return int(label_id) - 1
+    raise ConfigError(f"keypoint_class_name {name!r} is not in the label map; add it or fix the config")
+
+
+def centernet_config(
+    msg: Message, *, num_classes: int | None = None, label_map: Mapping[int, str] | None = None
+) -> CenterNetConfig:
+    """Read a ``center_net`` message into a :class:`CenterNetConfig`."""
+    classes = int(num_classes if num_classes is not None else msg.get("num_classes", 0))
+    if classes <= 0:
+        raise ConfigError(f"center_net num_classes must be positive, got {classes}")
+    center = msg["object_center_params"] if "object_center_params" in msg else Message()
+    heads = [
+        HeadSpec(
+            OBJECT_CENTER,
+            classes,
+            num_filters=ints(center, "center_head_num_filters", (256,)),
+            kernel_sizes=ints(center, "center_head_kernel_sizes", (3,)),
+            bias_fill=float(center.get("heatmap_bias_init", -2.19)),
+            class_dependent=True,
+        )
+    ]
+    detect_boxes = "object_detection_task" in msg
+    if detect_boxes:
+        od = msg["object_detection_task"]
+        heads += [
+            HeadSpec(BOX_SCALE, 2, ints(od, "scale_head_num_filters", (256,)), ints(od, "scale_head_kernel_sizes", (3,))),
+            HeadSpec(BOX_OFFSET, 2, ints(od, "offset_head_num_filters", (256,)), ints(od, "offset_head_kernel_sizes", (3,))),
+        ]
+    tasks = []
+    labels = dict(label_map) if label_map else dict(COCO_LABELS)
+    for kp in msg.all("keypoint_estimation_task") if "keypoint_estimation_task" in msg else []:
+        name = str(kp.get("task_name", "keypoint"))
+        num_kp = len(PERSON_KEYPOINTS)
+        indices = tuple(range(num_kp))
+        per_kp = bool(kp.get("per_keypoint_offset", False))
+        task = KeypointTask(
+            name=name,
+            class_id=_class_id(str(kp.get("keypoint_class_name", "person")), labels),
+            num_keypoints=num_kp,
+            keypoint_indices=indices,
+            per_keypoint_offset=per_kp,
+            candidate_score_threshold=float(kp.get("keypoint_candidate_score_threshold", 0.1)),
+            peak_max_pool_kernel_size=int(kp.get("peak_max_pool_kernel_size", 3)),
+            num_candidates_per_keypoint=int(kp.get("num_candidates_per_keypoint", 100)),
+            unmatched_keypoint_score=float(kp.get("unmatched_keypoint_score", 0.1)),
+            box_scale=float(kp.get("box_scale", 1.2)),
+            candidate_search_scale=float(kp.get("candidate_search_scale", 0.3)),
+            candidate_ranking_mode=str(kp.get("candidate_ranking_mode", "min_distance")),
+            score_distance_offset=float(kp.get("score_distance_offset", 1e-6)),
+            clip_out_of_frame_keypoints=bool(kp.get("clip_out_of_frame_keypoints", False)),
+        )
+        tasks.append(task)
+        filters = ints(kp, "heatmap_head_num_filters", (256,))
+        sizes = ints(kp, "heatmap_head_kernel_sizes", (3,))
+        heads += [
+            HeadSpec(task.head("heatmap"), num_kp, filters, sizes, bias_fill=float(kp.get("heatmap_bias_init", -2.19))),
+            HeadSpec(task.head("regression"), 2 * num_kp, ints(kp, "regress_head_num_filters", (256,)),
+                     ints(kp, "regress_head_kernel_sizes", (3,))),
+            HeadSpec(task.head("offset"), 2 * num_kp if per_kp else 2, ints(kp, "offset_head_num_filters", (256,)),
+                     ints(kp, "offset_head_kernel_sizes", (3,))),
+        ]
+    return CenterNetConfig(
+        num_classes=classes,
+        max_detections=int(center.get("max_box_predictions", 100)),
+        peak_max_pool_kernel_size=int(center.get("peak_max_pool_kernel_size", 3)),
+        use_depthwise=bool(msg.get("use_depthwise", False)),
+        heads=tuple(heads),
+        keypoint_tasks=tuple(tasks),
+        detect_boxes=detect_boxes,
+    )
 
 
 def true_image_mask(heatmap: tf.Tensor, true_shapes: tf.Tensor) -> tf.Tensor:

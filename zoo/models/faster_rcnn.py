@@ -2,8 +2,7 @@
 
 Feature extractors: ResNet V1 50/101/152 and Inception-ResNet-V2.
 
-:class:`FasterRCNN` has the interface of :class:`zoo.models.ssd.SSD`: ``keras_model``,
-``checkpoint_map()``, ``class_dependent_keys()``, ``num_classes`` and the three stages:
+:class:`FasterRCNN` satisfies :class:`zoo.models.protocols.MetaArchitecture`; its three stages:
 
 * :meth:`FasterRCNN.preprocess` - the image resizer, *then* the extractor's normalization (ResNet:
   channel-mean subtraction, so the zero padding of a padded resize becomes ``-mean``; Inception-ResNet:
@@ -29,51 +28,42 @@ neighbours that lies on the feature map, where the native op returns 0 for any p
 row or column (a box edge at 1.0 can land a rounding error beyond it); it is computed here as the
 native op on the feature map padded by one zero row/column on every side.
 
-Feature extractors are looked up by ``feature_extractor.type`` (:data:`FEATURE_EXTRACTORS`). One
-provides ``preprocess(resized_images)``, ``build_proposal_model()`` (preprocessed images ->
-``rpn_features_to_crop``), ``build_box_classifier_model(crop_size)`` (pooled crops -> box
-classifier features), ``checkpoint_map(proposal_model, classifier_model)`` (keys relative to
-``model/``) and ``first_stage_features_stride``.
+Feature extractors (:mod:`zoo.models.backbones.faster_rcnn`) satisfy :class:`FasterRcnnFeatureExtractor`.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ..errors import ConfigError, UnsupportedModelError
-from .anchors import tile_anchors
+from .anchors import GridAnchors, grid_anchor_generator_from_config
 from .box_coders import FasterRcnnBoxCoder
-from .layers import variable_attributes
-from .nms import NmsConfig, batch_multiclass_nms, nms_config_from_config
+from .checkpoint_layout import variable_attributes
+from .fields import f32
+from .layers import ConvHyperparams
+from .nms import NmsConfig, batch_class_specific_nms, batch_multiclass_nms, nms_config_from_config
 from .preprocess import Resizer, resize_batch, resizer_from_config
+from . import registry
 from .score_converters import convert_scores
-from .ssd import ConvHyperparams
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Mapping
+
+    from ..pipeline_config import Message
 
 __all__ = [
-    "FEATURE_EXTRACTORS",
     "FasterRCNN",
     "FasterRcnnConfig",
-    "GridAnchors",
-    "batch_class_specific_nms",
+    "FasterRcnnFeatureExtractor",
     "build_faster_rcnn",
     "default_mask_conv_depth",
     "faster_rcnn_config",
+    "get_feature_extractor",
 ]
-
-# feature_extractor.type -> (module under zoo.models.backbones, factory name).
-FEATURE_EXTRACTORS: dict[str, tuple[str, str]] = {
-    **{f"faster_rcnn_resnet{d}_keras": ("faster_rcnn_resnet", f"faster_rcnn_resnet{d}_keras") for d in (50, 101, 152)},
-    "faster_rcnn_inception_resnet_v2_keras": (
-        "faster_rcnn_inception_resnet_v2", "faster_rcnn_inception_resnet_v2_keras"
-    ),
-}
 
 _PREFIX = "model/"
 _RPN_BOX = "_first_stage_box_predictor/_prediction_heads/box_encodings/0/_box_encoder_layers/0"
@@ -84,71 +74,6 @@ _CLASS_HEAD = "_mask_rcnn_box_predictor/_class_prediction_head/_class_predictor_
 _MASK_HEAD = "_mask_rcnn_box_predictor/_third_stage_heads/mask_predictions/_mask_predictor_layers"
 # The first stage's box coder (and the second stage's, which reuses it).
 _BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)
-
-
-def _f32(value: Any) -> float:
-    """A protobuf ``float`` field as Python reads it (float32 precision)."""
-    return float(np.float32(value))
-
-
-def _floats(msg: Any, field: str) -> list[float]:
-    flat: list[float] = []
-    for v in msg.all(field) if field in msg else []:
-        flat += [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)]
-    return flat
-
-
-# ---------------------------------------------------------------------------------- anchors
-class GridAnchors:
-    """``grid_anchor_generator``: one anchor set per feature-map cell, in absolute pixels.
-
-    Anchor ``(ratio_i, scale_j)`` at row ``r``, column ``c`` is centred at ``(r * stride_y + offset_y,
-    c * stride_x + offset_x)`` with size ``scale / sqrt(ratio) * base_h`` by ``scale * sqrt(ratio) *
-    base_w``; within a cell anchors run aspect-ratio major, scale minor (the original's meshgrid order).
-    """
-
-    def __init__(
-        self,
-        scales: Sequence[float] = (0.5, 1.0, 2.0),
-        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-        base_anchor_size: Sequence[float] = (256.0, 256.0),
-        anchor_stride: Sequence[float] = (16.0, 16.0),
-        anchor_offset: Sequence[float] = (0.0, 0.0),
-    ) -> None:
-        if not scales or not aspect_ratios:
-            raise ConfigError("grid_anchor_generator needs at least one scale and one aspect ratio")
-        if any(a <= 0 for a in aspect_ratios) or any(s <= 0 for s in scales):
-            raise ConfigError(f"grid_anchor_generator scales {list(scales)} and aspect_ratios "
-                              f"{list(aspect_ratios)} must be positive")
-        self.scales = [float(s) for s in scales]
-        self.aspect_ratios = [float(a) for a in aspect_ratios]
-        self.base_anchor_size = [float(v) for v in base_anchor_size]
-        self.anchor_stride = [float(v) for v in anchor_stride]
-        self.anchor_offset = [float(v) for v in anchor_offset]
-
-    def num_anchors_per_location(self) -> int:
-        return len(self.scales) * len(self.aspect_ratios)
-
-    def generate(self, grid_height: Any, grid_width: Any) -> tf.Tensor:
-        """Anchors ``[grid_height * grid_width * A, 4]`` (ymin, xmin, ymax, xmax in pixels)."""
-        scales = [s for _ in self.aspect_ratios for s in self.scales]
-        ratios = [a for a in self.aspect_ratios for _ in self.scales]
-        return tile_anchors(grid_height, grid_width, scales, ratios, self.base_anchor_size, self.anchor_stride,
-                            self.anchor_offset)
-
-    @classmethod
-    def from_config(cls, anchor_generator: Any) -> GridAnchors:
-        """Build from a ``first_stage_anchor_generator`` message."""
-        kind, msg = anchor_generator.oneof()
-        if kind != "grid_anchor_generator":
-            raise ConfigError(f"first_stage_anchor_generator {kind!r} is not supported (grid_anchor_generator is)")
-        return cls(
-            scales=[_f32(s) for s in _floats(msg, "scales")] or [0.5, 1.0, 2.0],
-            aspect_ratios=[_f32(a) for a in _floats(msg, "aspect_ratios")] or [0.5, 1.0, 2.0],
-            base_anchor_size=(int(msg.get("height", 256)), int(msg.get("width", 256))),
-            anchor_stride=(int(msg.get("height_stride", 16)), int(msg.get("width_stride", 16))),
-            anchor_offset=(int(msg.get("height_offset", 0)), int(msg.get("width_offset", 0))),
-        )
 
 
 # ---------------------------------------------------------------------------------- config
@@ -200,7 +125,7 @@ def _no_batch_norm(hp: ConvHyperparams, field: str) -> None:
         raise UnsupportedModelError(f"faster_rcnn.{field} with batch_norm has no Keras implementation in odzoo")
 
 
-def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcnnConfig:
+def faster_rcnn_config(msg: Message, *, num_classes: int | None = None) -> FasterRcnnConfig:
     """Read a ``faster_rcnn`` message into a :class:`FasterRcnnConfig` (protobuf defaults for absent fields)."""
     classes = int(num_classes if num_classes is not None else msg.get("num_classes", 0))
     if classes <= 0:
@@ -221,7 +146,7 @@ def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcn
     mask_options = _mask_options(bp) if predict_masks else {}
     rpn_hp = msg.get("first_stage_box_predictor_conv_hyperparams")
     _no_batch_norm(ConvHyperparams.from_config(rpn_hp), "first_stage_box_predictor_conv_hyperparams")
-    iou = _f32(msg.get("first_stage_nms_iou_threshold", 0.7))
+    iou = f32(msg.get("first_stage_nms_iou_threshold", 0.7))
     if not 0.0 <= iou <= 1.0:
         raise ConfigError(f"first_stage_nms_iou_threshold must be in [0, 1], got {iou}")
     max_proposals = int(msg.get("first_stage_max_proposals", 300))
@@ -236,7 +161,7 @@ def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcn
     score_converter = str(post.get("score_converter", "IDENTITY")).upper() if post is not None else "IDENTITY"
     if score_converter not in ("IDENTITY", "SIGMOID", "SOFTMAX"):
         raise ConfigError(f"second_stage_post_processing.score_converter {score_converter} is not supported")
-    logit_scale = _f32(post.get("logit_scale", 1.0)) if post is not None else 1.0
+    logit_scale = f32(post.get("logit_scale", 1.0)) if post is not None else 1.0
     if logit_scale == 0:
         raise ConfigError("second_stage_post_processing.logit_scale must be non-zero")
     return FasterRcnnConfig(
@@ -245,7 +170,7 @@ def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcn
         rpn_kernel_size=int(msg.get("first_stage_box_predictor_kernel_size", 3)),
         rpn_atrous_rate=int(msg.get("first_stage_atrous_rate", 1)),
         first_stage_nms=NmsConfig(
-            score_thresh=_f32(msg.get("first_stage_nms_score_threshold", 0.0)),
+            score_thresh=f32(msg.get("first_stage_nms_score_threshold", 0.0)),
             iou_thresh=iou,
             max_size_per_class=max_proposals,
             max_total_size=max_proposals,
@@ -265,7 +190,7 @@ def faster_rcnn_config(msg: Any, *, num_classes: int | None = None) -> FasterRcn
     )
 
 
-def _mask_options(bp: Any) -> dict[str, Any]:
+def _mask_options(bp: Message) -> dict[str, Any]:
     """The mask head's settings from a ``mask_rcnn_box_predictor`` message."""
     if bool(bp.get("convolve_then_upsample_masks", False)):
         raise UnsupportedModelError("mask_rcnn_box_predictor.convolve_then_upsample_masks has no Keras implementation "
@@ -296,20 +221,38 @@ def default_mask_conv_depth(feature_channels: int, num_classes: int) -> int:
     return int(2 ** round((2.0 * log_features + 3.0 * log_classes) / 5.0))
 
 
-def get_feature_extractor(config: Any) -> Any:
+class FasterRcnnFeatureExtractor(Protocol):
+    """What a Faster R-CNN feature extractor provides (registered with
+    ``@register_feature_extractor(type, meta="faster_rcnn")``; its factory takes the
+    ``feature_extractor`` message)."""
+
+    name: str
+    first_stage_features_stride: int
+
+    def preprocess(self, resized_images: tf.Tensor) -> tf.Tensor:
+        """Resized RGB 0..255 ``[B,H,W,3]`` (padding included) -> the network's input scale."""
+        ...
+
+    def build_proposal_model(self) -> keras.Model:
+        """Preprocessed images -> ``rpn_features_to_crop`` (stride 16)."""
+        ...
+
+    def build_box_classifier_model(self, crop_size: int | None = None) -> keras.Model:
+        """Pooled proposal crops -> box classifier features."""
+        ...
+
+    def checkpoint_map(self, proposal_model: keras.Model, classifier_model: keras.Model) -> dict[str, keras.Variable]:
+        """Checkpoint keys relative to ``model/`` -> variables of both models."""
+        ...
+
+
+def get_feature_extractor(config: Message) -> FasterRcnnFeatureExtractor:
     """The Faster R-CNN feature extractor for a ``feature_extractor`` message."""
-    kind = str(config.get("type", ""))
-    if kind not in FEATURE_EXTRACTORS:
-        raise UnsupportedModelError(
-            f"Faster R-CNN feature extractor {kind!r} has no Keras implementation (implemented: "
-            f"{', '.join(sorted(FEATURE_EXTRACTORS))}); load the model with backend='saved_model' to run "
-            "the archive's exported SavedModel instead"
-        )
+    factory = registry.feature_extractor("faster_rcnn", str(config.get("type", "")))
     stride = int(config.get("first_stage_features_stride", 16))
     if stride != 16:
         raise ConfigError(f"feature_extractor.first_stage_features_stride must be 16, got {stride}")
-    module, factory = FEATURE_EXTRACTORS[kind]
-    return getattr(importlib.import_module(f"{__package__}.backbones.{module}"), factory)(config)
+    return factory(config)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------- keras wrapper
@@ -339,7 +282,7 @@ class FasterRCNN:
     def __init__(
         self,
         config: FasterRcnnConfig,
-        feature_extractor: Any,
+        feature_extractor: FasterRcnnFeatureExtractor,
         resizer: Resizer,
         anchor_generator: GridAnchors,
         box_coder: FasterRcnnBoxCoder | None = None,
@@ -697,30 +640,12 @@ def _clip_window(true_image_shapes: tf.Tensor) -> tf.Tensor:
     return tf.stack([zeros, zeros, true[:, 0], true[:, 1]], axis=1)
 
 
-def batch_class_specific_nms(
-    boxes: tf.Tensor, scores: tf.Tensor, config: NmsConfig, clip_window: tf.Tensor, additional_fields: dict[str, tf.Tensor]
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, dict[str, tf.Tensor], tf.Tensor]:
-    """Per-class NMS where every class has its own boxes (``boxes`` ``[B, N, C, 4]``, ``scores`` ``[B, N, C]``).
-
-    As in the original, class ``c`` is suppressed among its own boxes ``boxes[:, :, c]``; the
-    survivors of all classes are merged by score, clipped and cut to ``max_total_size``. Computed
-    with :func:`~zoo.models.nms.batch_multiclass_nms` over the ``N * C`` boxes, each scoring only
-    for its own class (below ``score_thresh`` for the others).
-    """
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
-    scores = tf.convert_to_tensor(scores, tf.float32)
-    num_classes = int(scores.shape[2])
-    batch, num = tf.shape(scores)[0], tf.shape(scores)[1]
-    own_class = tf.reshape(tf.eye(num_classes, dtype=tf.bool), [1, 1, num_classes, num_classes])
-    spread = tf.broadcast_to(scores[:, :, tf.newaxis, :], tf.stack([batch, num, num_classes, num_classes]))
-    flat_scores = tf.reshape(tf.where(own_class, spread, config.score_thresh - 1.0), [batch, -1, num_classes])
-    flat_boxes = tf.reshape(boxes, [batch, -1, 1, 4])
-    extra = {k: tf.repeat(v, num_classes, axis=1) for k, v in additional_fields.items()}
-    return batch_multiclass_nms(flat_boxes, flat_scores, config, clip_window=clip_window, additional_fields=extra)
-
-
-def build_faster_rcnn(msg: Any, *, num_classes: int | None = None, **_: Any) -> FasterRCNN:
-    """A :class:`FasterRCNN` (weights freshly initialised) from the ``model.faster_rcnn`` message."""
+@registry.register_meta_architecture("faster_rcnn")
+def build_faster_rcnn(
+    msg: Message, *, num_classes: int | None = None, label_map: Mapping[int, str] | None = None
+) -> FasterRCNN:
+    """A :class:`FasterRCNN` (weights freshly initialised) from the ``model.faster_rcnn`` message
+    (``label_map`` is not used: no class-specific settings)."""
     for field in ("feature_extractor", "image_resizer", "first_stage_anchor_generator"):
         if field not in msg:
             raise ConfigError(f"faster_rcnn config has no {field} block")
@@ -730,5 +655,5 @@ def build_faster_rcnn(msg: Any, *, num_classes: int | None = None, **_: Any) -> 
         config,
         extractor,
         resizer_from_config(msg["image_resizer"]),
-        GridAnchors.from_config(msg["first_stage_anchor_generator"]),
+        grid_anchor_generator_from_config(msg["first_stage_anchor_generator"]),
     )

@@ -12,17 +12,28 @@ The default (dynamic-shape, hard-NMS) path of the original, step by step for eac
 4. the first ``max_total_size`` valid entries kept, then zero-padded to ``max_total_size``.
 
 Additional per-box fields (e.g. multiclass scores, anchor indices) follow their boxes.
+:func:`batch_class_specific_nms` is the same for boxes refined per class (Faster R-CNN's second stage).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from ..errors import ConfigError
+from .fields import f32
 
-__all__ = ["NmsConfig", "batch_multiclass_nms", "multiclass_nms", "nms_config_from_config"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pipeline_config import Message
+
+__all__ = [
+    "NmsConfig",
+    "batch_class_specific_nms",
+    "batch_multiclass_nms",
+    "multiclass_nms",
+    "nms_config_from_config",
+]
 
 
 class NmsConfig:
@@ -57,13 +68,8 @@ class NmsConfig:
         )
 
 
-def nms_config_from_config(batch_nms: Any) -> NmsConfig:
+def nms_config_from_config(batch_nms: Message) -> NmsConfig:
     """Read a ``batch_non_max_suppression`` message (protobuf defaults for absent fields)."""
-    import numpy as np
-
-    def f32(v: Any) -> float:
-        return float(np.float32(v))
-
     for unsupported in ("use_static_shapes", "use_class_agnostic_nms", "use_partitioned_nms", "use_combined_nms"):
         if bool(batch_nms.get(unsupported, False)):
             raise ConfigError(f"batch_non_max_suppression.{unsupported} is not supported; remove it from the config")
@@ -248,3 +254,25 @@ def batch_multiclass_nms(
     )
     extra_out = {k: outputs[3 + i] for i, k in enumerate(keys)}
     return outputs[0], outputs[1], outputs[2], extra_out, outputs[-1]
+
+
+def batch_class_specific_nms(
+    boxes: tf.Tensor, scores: tf.Tensor, config: NmsConfig, clip_window: tf.Tensor, additional_fields: dict[str, tf.Tensor]
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, dict[str, tf.Tensor], tf.Tensor]:
+    """Per-class NMS where every class has its own boxes (``boxes`` ``[B, N, C, 4]``, ``scores`` ``[B, N, C]``).
+
+    As in the original, class ``c`` is suppressed among its own boxes ``boxes[:, :, c]``; the
+    survivors of all classes are merged by score, clipped and cut to ``max_total_size``. Computed
+    with :func:`batch_multiclass_nms` over the ``N * C`` boxes, each scoring only
+    for its own class (below ``score_thresh`` for the others).
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
+    num_classes = int(scores.shape[2])
+    batch, num = tf.shape(scores)[0], tf.shape(scores)[1]
+    own_class = tf.reshape(tf.eye(num_classes, dtype=tf.bool), [1, 1, num_classes, num_classes])
+    spread = tf.broadcast_to(scores[:, :, tf.newaxis, :], tf.stack([batch, num, num_classes, num_classes]))
+    flat_scores = tf.reshape(tf.where(own_class, spread, config.score_thresh - 1.0), [batch, -1, num_classes])
+    flat_boxes = tf.reshape(boxes, [batch, -1, 1, 4])
+    extra = {k: tf.repeat(v, num_classes, axis=1) for k, v in additional_fields.items()}
+    return batch_multiclass_nms(flat_boxes, flat_scores, config, clip_window=clip_window, additional_fields=extra)

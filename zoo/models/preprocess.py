@@ -4,15 +4,22 @@ Both resizers use TF1-style bilinear resizing (``align_corners=False``, ``half_p
 which is what the original's ``resize_images`` call does, and work on float32 images of dynamic size
 inside a graph. ``keep_aspect_ratio`` computes the new size with float32 arithmetic and round-half-
 to-even, then zero-pads bottom/right to ``max_dimension`` when ``pad_to_max_dimension`` is set.
+Resizer options odzoo does not implement (another ``resize_method``, ``convert_to_grayscale``,
+``per_channel_pad_value``) are refused with a :class:`~zoo.errors.ConfigError` naming the field.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from ..errors import ConfigError
+from .fields import floats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pipeline_config import Message
+    from ..registry import InputSpec
 
 __all__ = ["Resizer", "resize_batch", "resize_image", "resizer_from_config"]
 
@@ -38,7 +45,7 @@ class Resizer:
         return None
 
 
-def resizer_from_config(image_resizer: Any) -> Resizer:
+def resizer_from_config(image_resizer: Message | InputSpec) -> Resizer:
     """Build from the ``image_resizer`` message of a pipeline.config (or a registry InputSpec)."""
     if hasattr(image_resizer, "resizer"):  # registry InputSpec
         spec = image_resizer
@@ -52,7 +59,7 @@ def resizer_from_config(image_resizer: Any) -> Resizer:
         )
     kind, msg = image_resizer.oneof()
     if kind == "keep_aspect_ratio_resizer":
-        _check_method(msg)
+        _check_options(kind, msg)
         return Resizer(
             "keep_aspect_ratio",
             min_dimension=int(msg.get("min_dimension", 600)),
@@ -60,15 +67,24 @@ def resizer_from_config(image_resizer: Any) -> Resizer:
             pad_to_max_dimension=bool(msg.get("pad_to_max_dimension", False)),
         )
     if kind == "fixed_shape_resizer":
-        _check_method(msg)
+        _check_options(kind, msg)
         return Resizer("fixed_shape", height=int(msg.get("height", 300)), width=int(msg.get("width", 300)))
     raise ConfigError(f"image_resizer {kind!r} is not supported (keep_aspect_ratio_resizer, fixed_shape_resizer are)")
 
 
-def _check_method(msg: Any) -> None:
+def _check_options(kind: str, msg: Message) -> None:
+    """Refuse what the resizers here do not implement, naming the field."""
     method = str(msg.get("resize_method", "BILINEAR"))
     if method != "BILINEAR":
         raise ConfigError(f"image_resizer resize_method {method} is not supported (only BILINEAR)")
+    if bool(msg.get("convert_to_grayscale", False)):
+        raise ConfigError(f"image_resizer.{kind}.convert_to_grayscale is not supported; remove it from the config")
+    pad_values = floats(msg, "per_channel_pad_value")
+    if any(v != 0.0 for v in pad_values):
+        raise ConfigError(
+            f"image_resizer.{kind}.per_channel_pad_value {pad_values} is not supported (padding is zero); "
+            "remove it from the config"
+        )
 
 
 def _new_size(resizer: Resizer, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:

@@ -1,9 +1,8 @@
 """The SSD meta-architecture in Keras 3 (SSD MobileNet / ResNet FPN, SSD MobileNet V2, EfficientDet), faithful
 to the TF2 OD API.
 
-:class:`SSD` has the same interface as :class:`zoo.models.centernet.CenterNet`: ``keras_model``
-(preprocessed images -> raw predictions), ``checkpoint_map()`` (every variable under its checkpoint
-key), ``class_dependent_keys()``, and the three stages of the original:
+:class:`SSD` satisfies :class:`zoo.models.protocols.MetaArchitecture` and runs the three stages of the
+original:
 
 * :meth:`SSD.preprocess` - the feature extractor's normalization, *then* the image resizer (the
   original normalizes before resizing, so the zero padding of a padded resize stays 0);
@@ -12,45 +11,44 @@ key), ``class_dependent_keys()``, and the three stages of the original:
 * :meth:`SSD.postprocess` - box decoding (:mod:`zoo.models.box_coders`), score conversion, and
   per-class NMS with clipping to the true image (:mod:`zoo.models.nms`).
 
-Feature extractors are looked up by the config's ``feature_extractor.type`` (see
-:data:`FEATURE_EXTRACTORS`). An SSD feature extractor provides ``preprocess(images)`` (RGB 0..255,
-before resizing), ``build() -> keras.Model`` (preprocessed images -> list of feature maps, finest
-first, one per anchor level) and ``checkpoint_map(model)`` (keys relative to ``model/_feature_extractor/``).
-The FPN extractors share :class:`FpnFeatureExtractor` (top-down pathway, coarse levels, checkpoint layout).
+Feature extractors (:mod:`zoo.models.backbones.ssd`) satisfy :class:`SsdFeatureExtractor`; the FPN
+ones share :class:`zoo.models.fpn.FpnFeatureExtractor`.
 """
 from __future__ import annotations
 
-import abc
 import dataclasses
-import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ..errors import ConfigError, UnsupportedModelError
-from .anchors import anchor_generator_from_config
+from .anchors import AnchorGenerator, anchor_generator_from_config
 from .box_coders import FasterRcnnBoxCoder, box_coder_from_config
-from .layers import variable_attributes
+from .checkpoint_layout import layer_items
+from .fields import f32
+from .layers import ConvHyperparams
 from .nms import NmsConfig, batch_multiclass_nms, nms_config_from_config
 from .preprocess import Resizer, resize_batch, resizer_from_config
+from . import registry
 from .score_converters import convert_scores
 
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Mapping
+
+    from ..pipeline_config import Message
+
 __all__ = [
-    "FEATURE_EXTRACTORS",
     "SSD",
     "BoxPredictorConfig",
-    "ConvHyperparams",
     "ConvolutionalBoxPredictor",
-    "FpnFeatureExtractor",
-    "FusedBatchNormalization",
     "SsdConfig",
+    "SsdFeatureExtractor",
     "WeightSharedBoxPredictor",
     "build_ssd",
     "get_feature_extractor",
-    "with_fused_batch_norm",
+    "ssd_config",
 ]
 
 _FE_PREFIX = "model/_feature_extractor/"
@@ -60,236 +58,31 @@ CLASS_PREDICTIONS = "class_predictions_with_background"
 WEIGHT_SHARED = "weight_shared_convolutional_box_predictor"
 CONVOLUTIONAL = "convolutional_box_predictor"
 
-# feature_extractor.type -> module under zoo.models.backbones exposing create(config, hyperparams).
-FEATURE_EXTRACTORS: dict[str, str] = {
-    "ssd_mobilenet_v2_fpn_keras": "ssd_mobilenet_v2_fpn",
-    "ssd_mobilenet_v1_fpn_keras": "ssd_mobilenet_v1_fpn",
-    "ssd_mobilenet_v2_keras": "ssd_mobilenet_v2",
-    **{f"ssd_resnet{n}_v1_fpn_keras": "ssd_resnet_fpn" for n in (50, 101, 152)},
-    **{f"ssd_efficientnet-b{i}_bifpn_keras": "efficientnet_bifpn" for i in range(8)},
-}
+class SsdFeatureExtractor(Protocol):
+    """What an SSD feature extractor provides (registered with
+    ``@register_feature_extractor(type, meta="ssd")``; its factory takes the ``feature_extractor``
+    message and the :class:`~zoo.models.layers.ConvHyperparams` of its ``conv_hyperparams``)."""
 
+    name: str
+    min_image_dim: int
 
-# ---------------------------------------------------------------------------------- hyperparams
-@keras.saving.register_keras_serializable(package="odzoo")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """BatchNormalization that runs inference through TensorFlow's fused kernel, as Keras 2 did.
-
-    The fused kernel rounds differently from Keras 3's composed ops: on SSD ResNet50 FPN the composed
-    form lands about 1e-4 (relative L2) from the original's outputs, the fused one about 1e-5.
-    Training, and inputs the kernel does not take (rank other than 4, channels not last, float64),
-    use the Keras 3 implementation.
-    """
-
-    _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
-
-    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
-        if (training and self.trainable) or len(inputs.shape) != 4 or self.axis not in (-1, 3) \
-                or inputs.dtype not in self._FUSED_DTYPES:
-            return super().call(inputs, training=training, mask=mask)
-        channels = int(inputs.shape[-1])
-        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
-        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
-        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            inputs, scale, offset,
-            mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
-            epsilon=self.epsilon, is_training=False,
-        )
-        return outputs
-
-
-def with_fused_batch_norm(model: keras.Model) -> keras.Model:
-    """A fresh copy of a functional ``model`` (same layers, names and order, new weights) whose
-    BatchNormalization layers are :class:`FusedBatchNormalization`."""
-
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if type(layer) is keras.layers.BatchNormalization:
-            return FusedBatchNormalization.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    return keras.models.clone_model(model, clone_function=clone)
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvHyperparams:
-    """What the layers read from a ``conv_hyperparams`` message: activation, BatchNorm, bias rule."""
-
-    activation: str = "RELU"
-    batch_norm: bool = False
-    bn_epsilon: float = 0.001
-    bn_scale: bool = False
-    bn_center: bool = True
-    force_use_bias: bool = False
-
-    @classmethod
-    def from_config(cls, msg: Any) -> ConvHyperparams:
-        """Read a ``conv_hyperparams`` message (protobuf defaults for absent fields)."""
-        if msg is None:
-            return cls()
-        activation = str(msg.get("activation", "RELU")).upper()
-        if activation not in ("NONE", "RELU", "RELU_6", "SWISH"):
-            raise ConfigError(f"conv_hyperparams.activation {activation} is not supported (NONE, RELU, RELU_6, SWISH)")
-        bn = msg["batch_norm"] if "batch_norm" in msg else None
-        if "sync_batch_norm" in msg:
-            bn = msg["sync_batch_norm"]
-        return cls(
-            activation=activation,
-            batch_norm=bn is not None,
-            bn_epsilon=float(np.float32(bn.get("epsilon", 0.001))) if bn is not None else 0.001,
-            bn_scale=bool(bn.get("scale", False)) if bn is not None else False,
-            bn_center=bool(bn.get("center", True)) if bn is not None else True,
-            force_use_bias=bool(msg.get("force_use_bias", False)),
-        )
-
-    def use_bias(self, requested: bool | None = None) -> bool:
-        """Whether a conv gets a bias: forced, else as requested, else unless a centred BatchNorm follows."""
-        if self.force_use_bias:
-            return True
-        if requested is not None:
-            return requested
-        return not (self.batch_norm and self.bn_center)
-
-    def batch_norm_layer(self, name: str) -> keras.layers.BatchNormalization:
-        """A (fused at inference) BatchNormalization with the configured epsilon, using the moving statistics."""
-        return FusedBatchNormalization(
-            epsilon=self.bn_epsilon, scale=self.bn_scale, center=self.bn_center, name=name
-        )
-
-    def activation_layer(self, name: str) -> keras.layers.Layer | None:
-        """The configured activation as a layer (None for ``NONE``)."""
-        if self.activation == "RELU":
-            return keras.layers.ReLU(name=name)
-        if self.activation == "RELU_6":
-            return keras.layers.ReLU(6.0, name=name)
-        if self.activation == "SWISH":
-            return keras.layers.Activation("swish", name=name)
-        return None
-
-    def conv_block(self, x: Any, filters: int, kernel: int, stride: int, name: str, separable: bool = False) -> Any:
-        """Conv (``{name}_conv``, separable when asked) -> BatchNorm (``{name}_bn``) -> activation, 'same' padding."""
-        conv = keras.layers.SeparableConv2D if separable else keras.layers.Conv2D
-        x = conv(filters, kernel, strides=stride, padding="same", use_bias=self.use_bias(), name=f"{name}_conv")(x)
-        if self.batch_norm:
-            x = self.batch_norm_layer(f"{name}_bn")(x)
-        act = self.activation_layer(f"{name}_act")
-        return act(x) if act is not None else x
-
-    def block_variables(self, model: keras.Model, prefix: str, name: str) -> dict[str, keras.Variable]:
-        """Checkpoint entries of a :meth:`conv_block` (conv at ``{prefix}/0``, BatchNorm at ``{prefix}/1``)."""
-        out = layer_items(f"{prefix}/0", model.get_layer(f"{name}_conv"))
-        if self.batch_norm:
-            out.update(layer_items(f"{prefix}/1", model.get_layer(f"{name}_bn")))
-        return out
-
-
-def layer_items(prefix: str, layer: keras.layers.Layer) -> dict[str, keras.Variable]:
-    """``{prefix}/{attribute}`` -> variable for one weighted layer (Keras 2 attribute names)."""
-    return {f"{prefix}/{attr}": var for attr, var in variable_attributes(layer)}
-
-
-def get_feature_extractor(config: Any, hyperparams: ConvHyperparams) -> Any:
-    """The SSD feature extractor for a ``feature_extractor`` message."""
-    kind = str(config.get("type", ""))
-    module = FEATURE_EXTRACTORS.get(kind)
-    if module is None:
-        raise UnsupportedModelError(
-            f"SSD feature extractor {kind!r} has no Keras implementation (implemented: "
-            f"{', '.join(sorted(FEATURE_EXTRACTORS))}); load the model with backend='saved_model' to run "
-            "the archive's exported SavedModel instead"
-        )
-    factory: Callable[..., Any] = importlib.import_module(f"{__package__}.backbones.{module}").create
-    return factory(config, hyperparams)
-
-
-# ---------------------------------------------------------------------------------- FPN extractors
-class FpnFeatureExtractor(abc.ABC):
-    """What the SSD FPN feature extractors share (``KerasFpnTopDownFeatureMaps`` of the original).
-
-    A subclass provides ``name``, ``min_image_dim``, ``preprocess`` and :meth:`backbone` (a model
-    giving the bottom-up maps of levels 2..5). Levels ``min_level..min(max_level, 5)`` are merged top
-    down: the top one is a 1x1 projection with bias (no activation), every lower one is the 2x
-    nearest-neighbour upsampled map above plus a 1x1 projection (with bias) of the backbone map,
-    followed by a 3x3 conv block (separable with ``use_depthwise``). Levels above 5 are stride-2 3x3
-    conv blocks on the previous map. Checkpoint layout under ``model/_feature_extractor/``:
-    ``classification_backbone/layer_with_weights-N``, ``_fpn_features_generator/{top_layers/0,
-    residual_blocks/i/0, conv_layers/i/j}``, ``_coarse_feature_layers/i/j``.
-    """
-
-    name = "fpn"
-    min_image_dim = 33
-    backbone_name = "classification_backbone"
-    supports_depthwise = True
-
-    def __init__(self, config: Any, hyperparams: ConvHyperparams) -> None:
-        fpn = config["fpn"] if "fpn" in config else None
-        get = (lambda f, d: fpn.get(f, d)) if fpn is not None else (lambda f, d: d)
-        self.min_level = int(get("min_level", 3))
-        self.max_level = int(get("max_level", 7))
-        self.depth_multiplier = float(config.get("depth_multiplier", 1.0))
-        self.min_depth = int(config.get("min_depth", 0))
-        self.use_depthwise = bool(config.get("use_depthwise", False)) and self.supports_depthwise
-        self.override_base_hyperparams = bool(config.get("override_base_feature_extractor_hyperparams", False))
-        if self.depth_multiplier <= 0:
-            raise ConfigError(f"{self.name}: depth_multiplier must be positive, got {self.depth_multiplier}")
-        if bool(config.get("use_explicit_padding", False)):
-            raise ConfigError(f"{self.name}: use_explicit_padding is not supported")
-        if int(config.get("pad_to_multiple", 1)) not in (0, 1):
-            raise ConfigError(f"{self.name}: pad_to_multiple > 1 is not supported")
-        if not 2 <= self.min_level <= 5 or self.max_level < self.min_level:
-            raise ConfigError(f"{self.name}: fpn levels {self.min_level}-{self.max_level} are not valid (min in 2..5)")
-        self.depth = self.depth_of(int(get("additional_layer_depth", 256)))
-        self.hyperparams = hyperparams
-        self.base_max_level = min(self.max_level, 5)
-
-    def depth_of(self, channels: int) -> int:
-        """The original's ``depth_fn``: channels times the depth multiplier, at least ``min_depth``."""
-        return max(int(channels * self.depth_multiplier), self.min_depth)
-
-    @abc.abstractmethod
-    def backbone(self) -> keras.Model:
-        """A model named :attr:`backbone_name` mapping images to the maps of levels 2, 3, 4 and 5."""
+    def preprocess(self, images: tf.Tensor) -> tf.Tensor:
+        """RGB 0..255 ``[B,H,W,3]`` (before resizing) -> the network's input scale."""
+        ...
 
     def build(self) -> keras.Model:
-        """Preprocessed images -> feature maps for levels ``min_level..max_level``."""
-        backbone = self.backbone()
-        inputs = keras.Input((None, None, 3), name="preprocessed_inputs")
-        feats = backbone(inputs)
-        feats = feats[self.min_level - 2:self.base_max_level - 1]
-        hp = self.hyperparams
-        n = len(feats)
-        top = keras.layers.Conv2D(self.depth, 1, padding="same", use_bias=True, name=f"fpn_top_{n}")(feats[-1])
-        outputs = [top]
-        for index, level in enumerate(reversed(range(n - 1))):
-            residual = keras.layers.Conv2D(
-                self.depth, 1, padding="same", use_bias=True, name=f"fpn_residual_{index}"
-            )(feats[level])
-            up = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"fpn_upsample_{index}")(outputs[-1])
-            merged = keras.layers.Add(name=f"fpn_add_{index}")([up, residual])
-            outputs.append(hp.conv_block(merged, self.depth, 3, 1, f"fpn_smooth_{index}", self.use_depthwise))
-        maps = list(reversed(outputs))
-        last = maps[-1]
-        for i in range(self.max_level - self.base_max_level):
-            last = hp.conv_block(last, self.depth, 3, 2, f"coarse_{i}", self.use_depthwise)
-            maps.append(last)
-        return keras.Model(inputs, maps, name=self.name)
+        """Preprocessed images -> list of feature maps, finest first, one per anchor level."""
+        ...
 
     def checkpoint_map(self, model: keras.Model) -> dict[str, keras.Variable]:
         """Checkpoint keys relative to ``model/_feature_extractor/`` -> variables of ``model``."""
-        from .backbones import layers_with_weights
+        ...
 
-        out: dict[str, keras.Variable] = {}
-        for n, layer in enumerate(layers_with_weights(model.get_layer(self.backbone_name))):
-            out.update(layer_items(f"{self.backbone_name}/layer_with_weights-{n}", layer))
-        gen = "_fpn_features_generator"
-        n_levels = self.base_max_level - self.min_level + 1
-        out.update(layer_items(f"{gen}/top_layers/0", model.get_layer(f"fpn_top_{n_levels}")))
-        hp = self.hyperparams
-        for index in range(n_levels - 1):
-            out.update(layer_items(f"{gen}/residual_blocks/{index}/0", model.get_layer(f"fpn_residual_{index}")))
-            out.update(hp.block_variables(model, f"{gen}/conv_layers/{index}", f"fpn_smooth_{index}"))
-        for i in range(self.max_level - self.base_max_level):
-            out.update(hp.block_variables(model, f"_coarse_feature_layers/{i}", f"coarse_{i}"))
-        return out
+
+def get_feature_extractor(config: Message, hyperparams: ConvHyperparams) -> SsdFeatureExtractor:
+    """The SSD feature extractor for a ``feature_extractor`` message."""
+    factory = registry.feature_extractor("ssd", str(config.get("type", "")))
+    return factory(config, hyperparams)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------- config
@@ -332,7 +125,7 @@ class SsdConfig:
         return self.num_classes + 1 if self.add_background_class else self.num_classes
 
 
-def _box_predictor_config(msg: Any) -> BoxPredictorConfig:
+def _box_predictor_config(msg: Message) -> BoxPredictorConfig:
     kind, bp = msg.oneof()
     hyperparams = ConvHyperparams.from_config(bp["conv_hyperparams"] if "conv_hyperparams" in bp else None)
     if kind == CONVOLUTIONAL:
@@ -367,7 +160,7 @@ def _box_predictor_config(msg: Any) -> BoxPredictorConfig:
     )
 
 
-def ssd_config(msg: Any, *, num_classes: int | None = None) -> SsdConfig:
+def ssd_config(msg: Message, *, num_classes: int | None = None) -> SsdConfig:
     """Read an ``ssd`` message into an :class:`SsdConfig`."""
     classes = int(num_classes if num_classes is not None else msg.get("num_classes", 0))
     if classes <= 0:
@@ -383,7 +176,7 @@ def ssd_config(msg: Any, *, num_classes: int | None = None) -> SsdConfig:
     score_converter = str(post.get("score_converter", "IDENTITY")).upper() if post is not None else "IDENTITY"
     if score_converter not in ("IDENTITY", "SIGMOID", "SOFTMAX"):
         raise ConfigError(f"post_processing.score_converter {score_converter} is not supported")
-    logit_scale = float(np.float32(post.get("logit_scale", 1.0))) if post is not None else 1.0
+    logit_scale = f32(post.get("logit_scale", 1.0)) if post is not None else 1.0
     if logit_scale == 0:
         raise ConfigError("post_processing.logit_scale must be non-zero")
     return SsdConfig(
@@ -584,9 +377,9 @@ class SSD:
     def __init__(
         self,
         config: SsdConfig,
-        feature_extractor: Any,
+        feature_extractor: SsdFeatureExtractor,
         resizer: Resizer,
-        anchor_generator: Any,
+        anchor_generator: AnchorGenerator,
         box_coder: FasterRcnnBoxCoder,
     ) -> None:
         self.config = config
@@ -723,8 +516,12 @@ def clip_window(preprocessed: tf.Tensor, true_shapes: tf.Tensor | None) -> tf.Te
     )
 
 
-def build_ssd(msg: Any, *, num_classes: int | None = None, **_: Any) -> SSD:
-    """An :class:`SSD` (weights freshly initialised) from the ``model.ssd`` message of a pipeline.config."""
+@registry.register_meta_architecture("ssd")
+def build_ssd(
+    msg: Message, *, num_classes: int | None = None, label_map: Mapping[int, str] | None = None
+) -> SSD:
+    """An :class:`SSD` (weights freshly initialised) from the ``model.ssd`` message of a pipeline.config
+    (``label_map`` is not used: SSD has no class-specific settings)."""
     for field in ("feature_extractor", "image_resizer", "anchor_generator", "box_coder"):
         if field not in msg:
             raise ConfigError(f"ssd config has no {field} block")

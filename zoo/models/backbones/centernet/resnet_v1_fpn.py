@@ -8,12 +8,20 @@ itself, whose variables are stored once, under ``_base_model``).
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
-from . import layers_with_weights, register_backbone
+from ...checkpoint_layout import layer_items, layers_with_weights, numbered_items
+from ...registry import register_feature_extractor
+from . import channel_normalize, feature_extractor_options
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ....pipeline_config import Message
+
+__all__ = ["ResNetV1FPN", "create"]
 
 _RESNETS = {
     "resnet_v1_50_fpn": ("ResNet50", ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")),
@@ -24,33 +32,24 @@ _CAFFE_BGR_MEANS = (103.939, 116.779, 123.68)
 _FPN_FILTERS = (256, 128, 64)
 
 
-def _floats(msg: Any, field: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    values = [float(v) for v in msg.all(field)] if field in msg else []
-    if len(values) == 1 and isinstance(values[0], (list, tuple)):
-        values = [float(v) for v in values[0]]
-    return tuple(values) if values else default
-
-
 class ResNetV1FPN:
-    """Backbone for ``resnet_v1_{50,101}_fpn`` (see :mod:`zoo.models.backbones` for the contract)."""
+    """Backbone for ``resnet_v1_{50,101}_fpn`` (the contract: :class:`zoo.models.centernet.Backbone`)."""
 
     stride = 4
 
-    def __init__(self, kind: str, config: Any = None) -> None:
+    def __init__(self, kind: str, channel_means: Sequence[float] = (0.0, 0.0, 0.0),
+                 channel_stds: Sequence[float] = (1.0, 1.0, 1.0), bgr_ordering: bool = False) -> None:
         if kind not in _RESNETS:
             raise ValueError(f"unknown ResNet FPN variant {kind!r}")
         self.name = kind
         self._app, self._outputs = _RESNETS[kind]
-        self.channel_means = _floats(config, "channel_means", (0.0, 0.0, 0.0)) if config is not None else (0.0, 0.0, 0.0)
-        self.channel_stds = _floats(config, "channel_stds", (1.0, 1.0, 1.0)) if config is not None else (1.0, 1.0, 1.0)
-        self.bgr_ordering = bool(config.get("bgr_ordering", False)) if config is not None else False
+        self.channel_means = tuple(float(v) for v in channel_means)
+        self.channel_stds = tuple(float(v) for v in channel_stds)
+        self.bgr_ordering = bool(bgr_ordering)
 
     def preprocess(self, images: tf.Tensor) -> tf.Tensor:
         """Config normalization (means/stds, optional BGR), then the ResNet's caffe normalization."""
-        x = tf.cast(images, tf.float32)
-        if self.bgr_ordering:
-            x = x[..., ::-1]
-        x = (x - tf.constant(self.channel_means, tf.float32)) / tf.constant(self.channel_stds, tf.float32)
+        x = channel_normalize(images, self.channel_means, self.channel_stds, self.bgr_ordering)
         return x[..., ::-1] - tf.constant(_CAFFE_BGR_MEANS, tf.float32)
 
     def build(self) -> keras.Model:
@@ -72,19 +71,17 @@ class ResNetV1FPN:
 
     def checkpoint_map(self, model: keras.Model) -> dict[str, keras.Variable]:
         """``_base_model/...`` for the ResNet, ``_feature_extractor_model/...`` for the FPN layers."""
-        out: dict[str, keras.Variable] = {}
-        resnet = model.get_layer(f"{self.name}_resnet")
-        for n, layer in enumerate(layers_with_weights(resnet)):
-            for w in layer.weights:
-                out[f"_base_model/layer_with_weights-{n}/{w.name}"] = w
+        out = numbered_items("_base_model", layers_with_weights(model.get_layer(f"{self.name}_resnet")))
         fpn = ["fpn_top"]
         for i in range(len(_FPN_FILTERS)):
             fpn += [f"fpn_lateral_{i}", f"fpn_conv_{i}", f"fpn_bn_{i}"]
         for n, name in enumerate(fpn, start=1):
-            for w in model.get_layer(name).weights:
-                out[f"_feature_extractor_model/layer_with_weights-{n}/{w.name}"] = w
+            out.update(layer_items(f"_feature_extractor_model/layer_with_weights-{n}", model.get_layer(name)))
         return out
 
 
-for _kind in _RESNETS:
-    register_backbone(_kind, lambda config, _k=_kind: ResNetV1FPN(_k, config))
+@register_feature_extractor(*_RESNETS, meta="center_net")
+def create(config: Message) -> ResNetV1FPN:
+    """``resnet_v1_{50,101}_fpn`` from its ``feature_extractor`` message."""
+    opts = feature_extractor_options(config)
+    return ResNetV1FPN(opts["type"], opts["channel_means"], opts["channel_stds"], opts["bgr_ordering"])

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 import keras
 import tensorflow as tf
 
-from ..layers import channel_normalize, feature_extractor_options
-from . import BackboneFactory, nested_base_checkpoint_map, register_backbone
+from ...checkpoint_layout import nested_base_checkpoint_map
+from ...registry import register_feature_extractor
+from . import channel_normalize, feature_extractor_options
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ...pipeline_config import Message
+    from ....pipeline_config import Message
 
-__all__ = ["ResNetV2Backbone"]
+__all__ = ["ResNetV2Backbone", "create"]
 
 _APPLICATIONS = {
     "resnet_v2_50": keras.applications.ResNet50V2,
@@ -76,12 +77,8 @@ class ResNetV2Backbone:
         return nested_base_checkpoint_map(model, _BASE_NAME)
 
 
-def _factory(resnet_type: str) -> BackboneFactory:
-    def factory(config: Message) -> ResNetV2Backbone:
-        opts = feature_extractor_options(config)
-        return ResNetV2Backbone(resnet_type, opts["channel_means"], opts["channel_stds"], opts["bgr_ordering"])
-    return factory
-
-
-for _type in _APPLICATIONS:
-    register_backbone(_type, _factory(_type))
+@register_feature_extractor(*_APPLICATIONS, meta="center_net")
+def create(config: Message) -> ResNetV2Backbone:
+    """``resnet_v2_{50,101}`` from its ``feature_extractor`` message."""
+    opts = feature_extractor_options(config)
+    return ResNetV2Backbone(opts["type"], opts["channel_means"], opts["channel_stds"], opts["bgr_ordering"])

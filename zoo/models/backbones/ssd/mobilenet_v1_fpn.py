@@ -9,18 +9,23 @@ by ``depth_multiplier`` and at least ``min_depth``. ``use_depthwise`` (which the
 a modified MobileNet) is not supported.
 
 ``conv_pw_3_relu``, ``conv_pw_5_relu``, ``conv_pw_11_relu`` and ``conv_pw_13_relu`` (levels 2-5) feed
-:class:`zoo.models.ssd.FpnFeatureExtractor`. Inputs are scaled from 0..255 to [-1, 1].
+:class:`zoo.models.fpn.FpnFeatureExtractor`. Inputs are scaled from 0..255 to [-1, 1].
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 
-from ...errors import UnsupportedModelError
-from ..ssd import ConvHyperparams, FpnFeatureExtractor
+from ....errors import UnsupportedModelError
+from ...fpn import FpnFeatureExtractor
+from ...layers import ConvHyperparams
+from ...registry import register_feature_extractor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ....pipeline_config import Message
 
 __all__ = ["SsdMobileNetV1Fpn", "create", "mobilenet_v1_body"]
 
@@ -45,10 +50,7 @@ def mobilenet_v1_body(
     hp = hyperparams
 
     def bn_act(x: Any, layer_name: str) -> Any:
-        if hp.batch_norm:
-            x = hp.batch_norm_layer(f"{layer_name}_bn")(x)
-        act = hp.activation_layer(f"{layer_name}_relu")
-        return act(x) if act is not None else x
+        return hp.activate(hp.normalize(x, f"{layer_name}_bn"), f"{layer_name}_relu")
 
     inputs = keras.Input((None, None, 3), name="input_image")
     x = keras.layers.Conv2D(depth(32), 3, strides=2, padding="same", use_bias=False, name="conv1")(inputs)
@@ -65,12 +67,12 @@ def mobilenet_v1_body(
 
 
 class SsdMobileNetV1Fpn(FpnFeatureExtractor):
-    """``ssd_mobilenet_v1_fpn_keras`` (see :mod:`zoo.models.ssd` for the feature-extractor contract)."""
+    """``ssd_mobilenet_v1_fpn_keras`` (the contract: :class:`~zoo.models.ssd.SsdFeatureExtractor`)."""
 
     name = "ssd_mobilenet_v1_fpn_keras"
     min_image_dim = 33
 
-    def __init__(self, config: Any, hyperparams: ConvHyperparams) -> None:
+    def __init__(self, config: Message, hyperparams: ConvHyperparams) -> None:
         if bool(config.get("use_depthwise", False)):
             raise UnsupportedModelError(f"{self.name} with use_depthwise has no Keras implementation")
         super().__init__(config, hyperparams)
@@ -90,6 +92,7 @@ class SsdMobileNetV1Fpn(FpnFeatureExtractor):
         return mobilenet_v1_body(hp, depth, name=self.backbone_name)
 
 
-def create(config: Any, hyperparams: ConvHyperparams) -> SsdMobileNetV1Fpn:
+@register_feature_extractor("ssd_mobilenet_v1_fpn_keras", meta="ssd")
+def create(config: Message, hyperparams: ConvHyperparams) -> SsdMobileNetV1Fpn:
     """Factory: ``feature_extractor`` message + its conv hyperparams -> extractor."""
     return SsdMobileNetV1Fpn(config, hyperparams)

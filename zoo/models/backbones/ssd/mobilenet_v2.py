@@ -1,6 +1,6 @@
 """SSD feature extractor ``ssd_mobilenet_v2_keras`` (the original SSD MobileNet V2, no FPN).
 
-Bottom-up: MobileNet V2 with 'same' padding everywhere (:func:`zoo.models.backbones.mobilenet_v2_fpn.
+Bottom-up: MobileNet V2 with 'same' padding everywhere (:func:`zoo.models.nets.mobilenet_v2.
 mobilenet_v2_body`, BatchNorm epsilon 1e-3, fused at inference as in the original, and ReLU6, which
 the zoo's ``conv_hyperparams`` also specify). Its ``block_13_expand_relu`` (stride 16, the original's ``layer_15/expansion_output``) and
 ``out_relu`` (stride 32, ``layer_19``) are the first two feature maps; each further map is a 1x1 conv
@@ -14,15 +14,19 @@ conv, BatchNorm, activation per block).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
-from ...errors import ConfigError
-from ..ssd import ConvHyperparams, layer_items, with_fused_batch_norm
-from . import layers_with_weights
-from .mobilenet_v2_fpn import mobilenet_v2_body
+from ....errors import ConfigError
+from ...checkpoint_layout import layer_items, layers_with_weights, numbered_items
+from ...layers import ConvHyperparams, with_fused_batch_norm
+from ...nets.mobilenet_v2 import mobilenet_v2_body
+from ...registry import register_feature_extractor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ....pipeline_config import Message
 
 __all__ = ["SsdMobileNetV2", "create"]
 
@@ -33,13 +37,13 @@ _BODY_EPSILON = 1e-3
 
 
 class SsdMobileNetV2:
-    """``ssd_mobilenet_v2_keras`` (see :mod:`zoo.models.ssd` for the feature-extractor contract)."""
+    """``ssd_mobilenet_v2_keras`` (the contract: :class:`~zoo.models.ssd.SsdFeatureExtractor`)."""
 
     name = "ssd_mobilenet_v2_keras"
     min_image_dim = 33
     backbone_name = "classification_backbone"
 
-    def __init__(self, config: Any, hyperparams: ConvHyperparams) -> None:
+    def __init__(self, config: Message, hyperparams: ConvHyperparams) -> None:
         self.depth_multiplier = float(config.get("depth_multiplier", 1.0))
         self.min_depth = int(config.get("min_depth", 0))
         self.use_depthwise = bool(config.get("use_depthwise", False))
@@ -100,29 +104,24 @@ class SsdMobileNetV2:
                     x = keras.layers.Conv2D(
                         filters, kernel, strides=stride, padding="same", use_bias=hp.use_bias(), name=f"{name}_conv"
                     )(x)
-                if hp.batch_norm:
-                    x = hp.batch_norm_layer(f"{name}_bn")(x)
-                act = hp.activation_layer(f"{name}_act")
-                x = act(x) if act is not None else x
+                x = hp.activate(hp.normalize(x, f"{name}_bn"), f"{name}_act")
             maps.append(x)
         return keras.Model(inputs, maps, name=self.name)
 
     def checkpoint_map(self, model: keras.Model) -> dict[str, keras.Variable]:
         """Checkpoint keys relative to ``model/_feature_extractor/`` -> variables of ``model``."""
-        out: dict[str, keras.Variable] = {}
-        for n, layer in enumerate(layers_with_weights(model.get_layer(self.backbone_name))):
-            out.update(layer_items(f"{self.backbone_name}/layer_with_weights-{n}", layer))
-        hp = self.hyperparams
+        out = numbered_items(self.backbone_name, layers_with_weights(model.get_layer(self.backbone_name)))
         per_block = 3  # conv, BatchNorm (an identity without batch_norm), activation
         for index in range(len(_BACKBONE_OUTPUTS), self.num_layers):
             for b, (_, _, _, _, name) in enumerate(self._blocks(index)):
                 prefix = f"feature_map_generator/convolutions/{index}"
                 out.update(layer_items(f"{prefix}/{b * per_block}", model.get_layer(f"{name}_conv")))
-                if hp.batch_norm:
+                if self.hyperparams.batch_norm:
                     out.update(layer_items(f"{prefix}/{b * per_block + 1}", model.get_layer(f"{name}_bn")))
         return out
 
 
-def create(config: Any, hyperparams: ConvHyperparams) -> SsdMobileNetV2:
+@register_feature_extractor("ssd_mobilenet_v2_keras", meta="ssd")
+def create(config: Message, hyperparams: ConvHyperparams) -> SsdMobileNetV2:
     """Factory: ``feature_extractor`` message + its conv hyperparams -> extractor."""
     return SsdMobileNetV2(config, hyperparams)

@@ -24,18 +24,22 @@ output first reaches them (:func:`keras2_layer_order` computes it from the graph
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 
-from ..layers import variable_attributes
-from .faster_rcnn_resnet import FusedInferenceBatchNorm
+from ...checkpoint_layout import numbered_items
+from ...layers import FusedBatchNormalization
+from ...registry import register_feature_extractor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ....pipeline_config import Message
 
 __all__ = [
     "FasterRcnnInceptionResnetV2",
     "ScaledResidual",
-    "faster_rcnn_inception_resnet_v2_keras",
+    "create",
     "keras2_layer_order",
 ]
 
@@ -108,7 +112,7 @@ def keras2_layer_order(model: keras.Model) -> list[keras.layers.Layer]:
 
 class FasterRcnnInceptionResnetV2:
     """The Inception-ResNet-V2 extractor pair of a Faster R-CNN model (interface of
-    :class:`~zoo.models.backbones.faster_rcnn_resnet.FasterRcnnResnetV1`)."""
+    :class:`~zoo.models.faster_rcnn.FasterRcnnFeatureExtractor`)."""
 
     first_stage_features_stride = 16
     proposal_channels = 1088
@@ -133,7 +137,7 @@ class FasterRcnnInceptionResnetV2:
         """Convolution (no bias) -> BatchNorm (no gamma) -> ReLU."""
         base = name or self._unique("conv2d")
         x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=base)(x)
-        x = FusedInferenceBatchNorm(epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, scale=False, name=f"{base}_bn")(x)
+        x = FusedBatchNormalization(epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, scale=False, name=f"{base}_bn")(x)
         return keras.layers.Activation("relu", name=f"{base}_ac")(x)
 
     def _max_pool(self, x: Any, strides: int) -> Any:
@@ -211,12 +215,7 @@ class FasterRcnnInceptionResnetV2:
     # ------------------------------------------------------------------ checkpoint
     @staticmethod
     def _scope_map(scope: str, model: keras.Model) -> dict[str, keras.Variable]:
-        out = {}
-        weighted = [layer for layer in keras2_layer_order(model) if layer.weights]
-        for n, layer in enumerate(weighted):
-            for attr, var in variable_attributes(layer):
-                out[f"{scope}/layer_with_weights-{n}/{attr}"] = var
-        return out
+        return numbered_items(scope, [layer for layer in keras2_layer_order(model) if layer.weights])
 
     def checkpoint_map(self, proposal_model: keras.Model, classifier_model: keras.Model) -> dict[str, keras.Variable]:
         """Checkpoint keys relative to ``model/`` (no ``/.ATTRIBUTES/VARIABLE_VALUE``) -> variables."""
@@ -225,7 +224,8 @@ class FasterRcnnInceptionResnetV2:
         return out
 
 
-def faster_rcnn_inception_resnet_v2_keras(config: Any = None) -> FasterRcnnInceptionResnetV2:
+@register_feature_extractor("faster_rcnn_inception_resnet_v2_keras", meta="faster_rcnn")
+def create(config: Message | None = None) -> FasterRcnnInceptionResnetV2:
     """``faster_rcnn_inception_resnet_v2_keras`` from its ``feature_extractor`` message."""
     trainable = bool(config.get("batch_norm_trainable", False)) if config is not None else False
     return FasterRcnnInceptionResnetV2(batch_norm_trainable=trainable)

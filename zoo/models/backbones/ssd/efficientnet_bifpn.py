@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 
-from ...errors import ConfigError
-from ..layers import make_divisible, variable_attributes
-from . import layers_with_weights
+from ....errors import ConfigError
+from ...checkpoint_layout import layer_items, layers_with_weights, numbered_items
+from ...layers import ConvHyperparams, make_divisible
+from ...registry import register_feature_extractor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ....pipeline_config import Message
 
 __all__ = ["BiFPNCombine", "EfficientNetBiFPN", "create", "efficientnet"]
 
@@ -165,11 +169,11 @@ def bifpn_nodes(min_level: int, max_level: int, input_max_level: int, iterations
 
 
 class EfficientNetBiFPN:
-    """``ssd_efficientnet-b*_bifpn_keras`` (see :mod:`zoo.models.ssd` for the feature-extractor contract)."""
+    """``ssd_efficientnet-b*_bifpn_keras`` (the contract: :class:`~zoo.models.ssd.SsdFeatureExtractor`)."""
 
     min_image_dim = 129
 
-    def __init__(self, config: Any, hyperparams: Any) -> None:
+    def __init__(self, config: Message, hyperparams: ConvHyperparams) -> None:
         kind = str(config.get("type", ""))
         try:
             self.version = int(kind.split("efficientnet-b")[1].split("_")[0])
@@ -228,8 +232,7 @@ class EfficientNetBiFPN:
                     x = keras.layers.Conv2D(
                         self.num_filters, 1, padding="same", use_bias=hp.use_bias(), name=f"{prefix}_conv"
                     )(x)
-                    if hp.batch_norm:
-                        x = hp.batch_norm_layer(f"{prefix}_bn")(x)
+                    x = hp.normalize(x, f"{prefix}_bn")
                 step = node.level - level_of[src]
                 if step > 0:
                     size = 2**step
@@ -242,13 +245,11 @@ class EfficientNetBiFPN:
             else:
                 x = resampled[0]
             if node.combine:
-                act = hp.activation_layer(f"node_{n}_act")
-                x = act(x) if act is not None else x
+                x = hp.activate(x, f"node_{n}_act")
                 x = keras.layers.SeparableConv2D(
                     self.num_filters, 3, padding="same", use_bias=hp.use_bias(), name=f"node_{n}_conv"
                 )(x)
-                if hp.batch_norm:
-                    x = hp.batch_norm_layer(f"node_{n}_bn")(x)
+                x = hp.normalize(x, f"node_{n}_bn")
             maps[node.name] = x
             channels[node.name] = self.num_filters
             level_of[node.name] = node.level
@@ -259,19 +260,15 @@ class EfficientNetBiFPN:
 
     def checkpoint_map(self, model: keras.Model) -> dict[str, keras.Variable]:
         """Checkpoint keys relative to ``model/_feature_extractor/`` -> variables of ``model``."""
-        out: dict[str, keras.Variable] = {}
         backbone = model.get_layer("_efficientnet")
         in_backbone = {id(layer) for layer in backbone.layers}
-        for n, layer in enumerate(layers_with_weights(backbone)):
-            for attr, var in variable_attributes(layer):
-                out[f"_efficientnet/layer_with_weights-{n}/{attr}"] = var
+        out = numbered_items("_efficientnet", layers_with_weights(backbone))
         classifier = self._classifiers.get(id(model))
         if classifier is None:
             raise ValueError("checkpoint_map needs a model returned by this extractor's build()")
         for n, layer in enumerate(layers_with_weights(classifier)):
             if id(layer) not in in_backbone:
-                for attr, var in variable_attributes(layer):
-                    out[f"classification_backbone/layer_with_weights-{n}/{attr}"] = var
+                out.update(layer_items(f"classification_backbone/layer_with_weights-{n}", layer))
         names = {layer.name for layer in model.layers}
         nodes = bifpn_nodes(self.min_level, self.max_level, self.backbone_max_level, self.iterations)
         stage = "_bifpn_stage"
@@ -280,19 +277,18 @@ class EfficientNetBiFPN:
                 for j, suffix in enumerate(("conv", "bn")):
                     name = f"node_{n}_input_{i}_{suffix}"
                     if name in names:
-                        for attr, var in variable_attributes(model.get_layer(name)):
-                            out[f"{stage}/node_input_blocks/{n}/{i}/1/{j}/{attr}"] = var
+                        out.update(layer_items(f"{stage}/node_input_blocks/{n}/{i}/1/{j}", model.get_layer(name)))
             if f"node_{n}_combine" in names:
                 for var in model.get_layer(f"node_{n}_combine").weights:
                     out[f"{stage}/node_combine_op/{n}/bifpn_combine_weights"] = var
             if node.combine:
                 for j, suffix in ((1, "conv"), (2, "bn")):
                     if f"node_{n}_{suffix}" in names:
-                        for attr, var in variable_attributes(model.get_layer(f"node_{n}_{suffix}")):
-                            out[f"{stage}/node_post_combine_block/{n}/{j}/{attr}"] = var
+                        out.update(layer_items(f"{stage}/node_post_combine_block/{n}/{j}", model.get_layer(f"node_{n}_{suffix}")))
         return out
 
 
-def create(config: Any, hyperparams: Any) -> EfficientNetBiFPN:
+@register_feature_extractor(*(f"ssd_efficientnet-b{i}_bifpn_keras" for i in _COEFFICIENTS), meta="ssd")
+def create(config: Message, hyperparams: ConvHyperparams) -> EfficientNetBiFPN:
     """Factory: ``feature_extractor`` message + its conv hyperparams -> extractor."""
     return EfficientNetBiFPN(config, hyperparams)

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import keras
 import tensorflow as tf
 
-from ..layers import channel_normalize, feature_extractor_options, variable_attributes
-from . import BackboneFactory, register_backbone
+from ...checkpoint_layout import layer_items
+from ...registry import register_feature_extractor
+from . import channel_normalize, feature_extractor_options
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ...pipeline_config import Message
+    from ....pipeline_config import Message
 
 __all__ = ["HOURGLASS_104", "HOURGLASS_SPECS", "HourglassBackbone", "HourglassSpec", "build_hourglass"]
 
@@ -207,19 +208,14 @@ class HourglassBackbone:
         for layer in model.layers:
             if not layer.weights:
                 continue
-            path = layer.name.replace(".", "/")
-            for attr, var in variable_attributes(layer):
-                mapping[f"{_PREFIX}/{path}/{attr}"] = var
+            mapping.update(layer_items(f"{_PREFIX}/{layer.name.replace('.', '/')}", layer))
         return mapping
 
 
-def _factory(spec: HourglassSpec, type_name: str) -> BackboneFactory:
-    def factory(config: Message) -> HourglassBackbone:
-        opts = feature_extractor_options(config)
-        return HourglassBackbone(spec, opts["channel_means"], opts["channel_stds"], opts["bgr_ordering"],
-                                 name=type_name)
-    return factory
-
-
-for _type, _spec in HOURGLASS_SPECS.items():
-    register_backbone(_type, _factory(_spec, _type))
+@register_feature_extractor(*HOURGLASS_SPECS, meta="center_net")
+def create(config: Message) -> HourglassBackbone:
+    """``hourglass_{10,20,32,52,104}`` from its ``feature_extractor`` message."""
+    opts = feature_extractor_options(config)
+    kind = opts["type"]
+    return HourglassBackbone(HOURGLASS_SPECS[kind], opts["channel_means"], opts["channel_stds"], opts["bgr_ordering"],
+                             name=kind)
