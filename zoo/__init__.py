@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .detector import Detector
 
 __all__ = [
-    "Detections", "ModelSpec", "ZooError", "errors", "list_models", "info", "download", "load", "finetune",
+    "Detections", "ModelSpec", "ZooError", "errors", "list_models", "info", "download", "load", "finetune", "export",
 ]
 __version__ = "0.1.0"
 
@@ -60,3 +60,10 @@ def finetune(*args: Any, **kwargs: Any) -> Detector:
     from .fine_tuning import finetune as _finetune
 
     return _finetune(*args, **kwargs)
+
+
+def export(model: Any, format: str = "saved_model", **kwargs: Any) -> Any:
+    """Export a model as a SavedModel or TFLite folder. See :func:`zoo.export.exporter.export`."""
+    from .export.exporter import export as _export
+
+    return _export(model, format, **kwargs)

@@ -1,4 +1,4 @@
-"""The ``odzoo`` command line: list, info, download, cache, pack/import, detect, bench, eval, finetune, demo.
+"""The ``odzoo`` command line: list, info, download, cache, pack/import, detect, bench, eval, finetune, export, demo.
 
 Each area registers its subcommands from ``zoo/commands/<area>.py``. A user error (a bad argument,
 file or setting) prints one line on stderr and exits with status 2; it never shows a traceback.
@@ -19,7 +19,7 @@ from .errors import ZooError
 from .logs import quiet_dependencies
 
 #: Modules under zoo.commands that provide ``register(subparsers)``, in help order.
-COMMAND_MODULES = ("registry", "hub", "detect", "bench", "finetune", "demo")
+COMMAND_MODULES = ("registry", "hub", "detect", "bench", "finetune", "export", "demo")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,6 +1,8 @@
 """Label maps: the 80 COCO classes (ids 1-90 with gaps) and the 17 COCO person keypoints."""
 from __future__ import annotations
 
+import os
+
 COCO_LABELS: dict[int, str] = {
     1: 'person',
     2: 'bicycle',
@@ -123,3 +125,29 @@ def label_name(class_id: int, labels: dict[int, str] | None = None) -> str:
     """Name of ``class_id`` in ``labels`` (COCO by default); unknown ids read as ``"class_<id>"``."""
     table = COCO_LABELS if labels is None else labels
     return table.get(int(class_id), f"class_{int(class_id)}")
+
+
+def read_label_map(path: str | os.PathLike[str]) -> dict[int, str]:
+    """``{id: name}`` from a ``label_map.pbtxt`` (``item { id: N name: "..." display_name: "..." }``).
+
+    The display name wins over the name when both are given, as in the zoo's label maps.
+    Raises :class:`~zoo.errors.ConfigError` naming the file when it cannot be read or an item lacks an id.
+    """
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .pipeline_config import parse
+
+    path = Path(path)
+    try:
+        msg = parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot read the label map {path}: {exc}") from exc
+    labels: dict[int, str] = {}
+    for item in msg.all("item"):
+        ident = item.get("id")
+        if ident is None:
+            raise ConfigError(f"{path}: an item has no id")
+        name = item.get("display_name") or item.get("name") or f"class_{int(ident)}"
+        labels[int(ident)] = str(name)
+    return labels

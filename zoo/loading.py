@@ -66,9 +66,15 @@ def _spec_for_folder(folder: Path) -> Any:
         return None
 
 
-def _label_map(spec: Any, label_map: Mapping[int, str] | None) -> Mapping[int, str] | None:
+def _label_map(spec: Any, label_map: Mapping[int, str] | None, folder: Path | None = None) -> Mapping[int, str] | None:
+    """Class names: those given, else the folder's ``label_map.pbtxt`` (exported and fine-tuned
+    models carry one), else the registry entry's."""
     if label_map is not None:
         return dict(label_map)
+    if folder is not None and (folder / "label_map.pbtxt").is_file():
+        from .labels import read_label_map
+
+        return read_label_map(folder / "label_map.pbtxt")
     return getattr(spec, "label_map", None) if spec is not None else None
 
 
@@ -99,7 +105,7 @@ def build_keras_detector(
         raise NotCachedError(f"{folder} has no pipeline.config; is it a zoo model folder?")
     cfg = load_config(config_path)
     _, msg = model_config(cfg)
-    labels = _label_map(spec, label_map)
+    labels = _label_map(spec, label_map, folder)
     net = build_model(cfg, num_classes=num_classes, label_map=labels)
     configured = int(msg.get("num_classes", 0))
     changed = num_classes is not None and int(num_classes) != configured
@@ -143,8 +149,10 @@ def load(
 
     ``name_or_source``: registry name or alias, ``ModelSpec``, http(s)/file URL, local ``.tar.gz`` or
     model folder. ``backend``: ``"keras"`` (our model; CenterNet only), ``"saved_model"`` (any zoo
-    model with an export) or ``"hub"``. ``strict``: a checkpoint that does not match the model
-    exactly raises :class:`~zoo.errors.CheckpointMismatchError`; with ``strict=False`` the report
+    model with an export), ``"hub"`` or ``"tflite"`` (a folder written by ``odzoo export --format
+    tflite``). Class names: ``label_map``, else the folder's ``label_map.pbtxt``, else the registry's.
+    ``strict``: a checkpoint that does not match the model exactly raises
+    :class:`~zoo.errors.CheckpointMismatchError`; with ``strict=False`` the report
     (``Detector.restore_report``) lists what was left. ``num_classes``: a class count different from
     the checkpoint's re-initialises the class-dependent head layers and restores everything else.
     ``jit_compile`` (keras backend): compile the detection graph with XLA. ``precision`` (keras
@@ -184,7 +192,13 @@ def load(
         if backend == "saved_model":
             from .backends.saved_model_backend import SavedModelBackend
 
-            return Detector(SavedModelBackend(folder), spec=spec, model_dir=folder, label_map=_label_map(spec, label_map))
+            return Detector(SavedModelBackend(folder), spec=spec, model_dir=folder,
+                            label_map=_label_map(spec, label_map, folder))
+        if backend == "tflite":
+            from .backends.tflite_backend import TFLiteBackend
+
+            return Detector(TFLiteBackend(folder), spec=spec, model_dir=folder,
+                            label_map=_label_map(spec, label_map, folder))
         return build_keras_detector(
             folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile,
             precision=precision,

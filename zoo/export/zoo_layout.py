@@ -1,12 +1,14 @@
-"""Save a trained CenterNet in the zoo's own archive layout, and register it.
+"""Save a Keras model of ours (any family) in the zoo's own archive layout, and register it.
 
 :func:`export_model` writes ``out_dir/``::
 
     checkpoint/ckpt-0.{index,data-00000-of-00001}, checkpoint/checkpoint
     pipeline.config          the source config with the new num_classes / input size
     saved_model/             serving_default: input_tensor uint8 [1,H,W,3] -> detection_boxes,
-                             detection_scores, detection_classes (1-based, float32), num_detections
-    label_map.pbtxt          item { id: 1 name: "..." } per class
+                             detection_scores, detection_classes (1-based, float32), num_detections,
+                             and detection_keypoints / detection_keypoint_scores / detection_masks
+                             where the model has them
+    label_map.pbtxt          item { id: N name: "..." } per named class
 
 The checkpoint is object-based with exactly the key layout of the zoo's checkpoints (the model's
 checkpoint map, inverted), so the strict loader restores it like any zoo archive.
@@ -28,14 +30,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .pipeline_config import Enum, Message, parse
+from ..errors import ConfigError, UnsupportedModelError
+from ..pipeline_config import Enum, Message, parse
 
 __all__ = [
     "ExportResult",
     "config_to_text",
     "export_model",
     "make_tarball",
+    "network_of",
     "registry_entry",
     "updated_config",
     "write_checkpoint",
@@ -59,15 +62,22 @@ class ExportResult:
 
 
 # ----------------------------------------------------------------------------- the network
-def centernet_of(model: Any) -> Any:
-    """The :class:`~zoo.models.centernet.CenterNet` behind a Detector (or the CenterNet itself)."""
+def network_of(model: Any) -> Any:
+    """The network of ours (CenterNet, SSD, Faster R-CNN...) behind a Detector, or the network itself."""
     if hasattr(model, "checkpoint_map") and hasattr(model, "keras_model"):
         return model
-    for attr in ("net", "arch", "centernet", "meta", "model_impl", "_net"):
-        inner = getattr(model, attr, None)
-        if inner is not None and hasattr(inner, "checkpoint_map") and hasattr(inner, "keras_model"):
-            return inner
-    raise ConfigError(f"{type(model).__name__} is not a Keras CenterNet detector; only CenterNet models can be exported")
+    inner = getattr(model, "net", None)
+    if inner is not None and hasattr(inner, "checkpoint_map") and hasattr(inner, "keras_model"):
+        return inner
+    backend = getattr(model, "backend", None)
+    raise UnsupportedModelError(
+        f"{model!r} does not run a Keras model of odzoo"
+        + (f" (backend {backend!r})" if isinstance(backend, str) else "")
+        + "; load it with backend='keras' to export it"
+    )
+
+
+centernet_of = network_of  # the name used when only CenterNet could be exported
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -173,7 +183,7 @@ def updated_config(
 ) -> Message:
     """The config with the trained model's facts: classes, input size (a square keep-aspect resizer
     with padding, or fixed shape when not square), training batch/steps and label map path."""
-    from .pipeline_config import model_config
+    from ..pipeline_config import model_config
 
     arch, _ = model_config(config)
     base = ["model", arch]
@@ -251,14 +261,15 @@ def export_model(
     num_steps: int | None = None,
     saved_model: bool = True,
 ) -> ExportResult:
-    """Write the zoo layout for ``model`` (a Detector or CenterNet) into ``out_dir`` (replaced).
+    """Write the zoo layout for ``model`` (a Keras Detector or network) into ``out_dir`` (replaced).
 
     ``config`` is the pipeline.config the model was built from (Message, text or path);
-    ``label_map`` maps the model's 1-based class ids to names and must cover every class.
+    ``label_map`` maps the model's 1-based class ids to names (ids within ``1..num_classes``; the
+    zoo's COCO map leaves gaps).
     """
-    from .pipeline_config import load
+    from ..pipeline_config import load
 
-    net = centernet_of(model)
+    net = network_of(model)
     if isinstance(config, Message):
         cfg = config
     elif isinstance(config, str) and "{" in config:
@@ -266,8 +277,9 @@ def export_model(
     else:
         cfg = load(config)
     num_classes = int(net.num_classes)
-    if sorted(int(k) for k in label_map) != list(range(1, num_classes + 1)):
-        raise ConfigError(f"label_map must name classes 1..{num_classes} exactly; got ids {sorted(label_map)}")
+    outside = sorted(int(k) for k in label_map if not 1 <= int(k) <= num_classes)
+    if outside or not label_map:
+        raise ConfigError(f"label_map must name classes within 1..{num_classes}; got ids {sorted(label_map)}")
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -324,7 +336,7 @@ def registry_entry(
     license: str = "Apache-2.0",
 ) -> dict[str, Any]:
     """A registry entry (plain dict, YAML-ready) for an exported, packed model."""
-    from .pipeline_config import load, model_config
+    from ..pipeline_config import load, model_config
 
     cfg = config if isinstance(config, Message) else (parse(config) if isinstance(config, str) and "{" in config
                                                       else load(config))

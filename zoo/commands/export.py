@@ -1,0 +1,42 @@
+"""``odzoo export NAME_OR_DIR --format saved_model|tflite -o DIR``: write a deployable copy of a model."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..export.exporter import FORMATS
+    from ..export.tflite_convert import QUANTIZATIONS
+
+    p = sub.add_parser(
+        "export", help="export a model as a SavedModel (zoo layout) or a TFLite model",
+        description="Export a model (registry name, archive or model folder; run by odzoo's Keras "
+                    "implementation) as a SavedModel in the zoo layout or as a TFLite model with the "
+                    "detection post-processing inside. Load the result with zoo.load(DIR) / "
+                    "backend='saved_model', or backend='tflite'.",
+    )
+    p.add_argument("model", metavar="NAME_OR_DIR", help="registry name or alias, URL, archive or model folder")
+    p.add_argument("--format", "-f", required=True, choices=FORMATS, help="saved_model or tflite")
+    p.add_argument("--quantize", "-q", default="none", choices=QUANTIZATIONS,
+                   help="TFLite only: none (float32, default), float16, dynamic (int8 weights) or int8 "
+                        "(weights and activations; needs --calibration)")
+    p.add_argument("--calibration", metavar="IMAGES_DIR", default=None,
+                   help="folder of representative images for --quantize int8")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (must not exist, or be empty)")
+    p.add_argument("--offline", action="store_true", default=None, help="use the cache only")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..export.exporter import check_export_options, export
+    from ..loading import load
+
+    check_export_options(args.format, args.quantize, args.calibration, args.out)  # before loading anything
+    detector = load(args.model, backend="keras", offline=args.offline)
+    result = export(detector, args.format, out=args.out, quantize=args.quantize, calibration=args.calibration)
+    what = "SavedModel (zoo layout)" if result.format == "saved_model" else f"TFLite ({result.quantize})"
+    print(f"{result.model}: {what} -> {result.folder}")
+    for name in result.files:
+        print(f"  {name}")
+    return 0
+

@@ -1,0 +1,85 @@
+"""Convert a network of ours to a ``.tflite`` file (float, float16, dynamic-range or int8).
+
+The graph of :func:`zoo.export.tflite_graphs.detection_graph` is traced for the model's fixed input
+size, its variables are frozen into constants and it is converted with built-in TFLite ops only (no
+Flex delegate), so the LiteRT interpreter runs it as it is. Inputs are named ``images`` and
+``true_shapes``; the outputs come in the order of :data:`OUTPUT_KEYS` (keys the model lacks left out),
+which :func:`output_keys` records next to the file.
+
+Quantization: ``float16`` stores weights as float16; ``dynamic`` stores weights as int8 and
+quantizes activations on the fly; ``int8`` quantizes weights and activations with ranges calibrated
+on images (ops without an int8 kernel, such as NMS, stay float).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OUTPUT_KEYS", "QUANTIZATIONS", "convert", "output_keys", "resize_for_model"]
+
+#: ``--quantize`` choices
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+
+OUTPUT_KEYS = (
+    "detection_boxes", "detection_classes", "detection_keypoint_scores", "detection_keypoints",
+    "detection_scores", "num_detections",
+)
+
+
+def resize_for_model(resizer: Any, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One uint8 ``[H, W, 3]`` image -> the TFLite inputs ``(images [1,S_h,S_w,3] float32, true_shapes
+    [1,3] int32)``, with the resizer the Keras model uses."""
+    import tensorflow as tf
+
+    from ..models.preprocess import resize_batch
+
+    resized, shapes = resize_batch(resizer, tf.convert_to_tensor(image[np.newaxis], tf.uint8))
+    return resized.numpy(), shapes.numpy().astype(np.int32)
+
+
+def _traced(net: Any) -> Any:
+    import tensorflow as tf
+
+    from .tflite_graphs import detection_graph, input_size
+
+    height, width = input_size(net.resizer)
+    fn = tf.function(
+        detection_graph(net),
+        input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="images"),
+                         tf.TensorSpec([1, 3], tf.int32, name="true_shapes")],
+        autograph=False,
+    )
+    return fn.get_concrete_function()
+
+
+def output_keys(concrete: Any) -> list[str]:
+    """The output names of a traced detection graph in the order of the TFLite outputs."""
+    return sorted(concrete.structured_outputs)
+
+
+def convert(
+    net: Any, *, quantize: str = "none", calibration: Iterable[np.ndarray] | None = None
+) -> tuple[bytes, list[str]]:
+    """``(flatbuffer bytes, output keys in order)``. ``calibration``: uint8 ``[H, W, 3]`` images (int8)."""
+    import tensorflow as tf
+
+    concrete = _traced(net)
+    # Without a trackable object the converter freezes every variable into a constant; with one it
+    # keeps resource variables that the interpreter cannot read back.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        images = list(calibration or [])
+
+        def representative() -> Iterator[list[np.ndarray]]:
+            for image in images:
+                yield list(resize_for_model(net.resizer, image))
+
+        converter.representative_dataset = representative
+    return converter.convert(), output_keys(concrete)

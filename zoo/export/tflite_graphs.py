@@ -1,0 +1,204 @@
+"""The detection graphs that go into a TFLite file: resized image in, the serving outputs out.
+
+The TFLite model takes what the model's image resizer produces, as the zoo's TFLite exports take a
+resized image: ``images`` float32 ``[1, S_h, S_w, 3]`` (RGB 0..255, resized and padded by the
+resizer of the model's ``pipeline.config``) and ``true_shapes`` int32 ``[1, 3]`` (the resized size
+before padding). Every tensor then has a static shape, which the interpreter runs fastest; the
+``tflite`` backend runs the resizer before the interpreter. Models whose resized size depends on the
+image (a keep-aspect resizer without padding) have no fixed input and are not exported.
+
+Post-processing runs inside the model, as in the zoo's own TFLite exports:
+
+* CenterNet: peak extraction (max-pool), top-k and box (and keypoint) decoding are plain tensor
+  ops, so the network's own ``postprocess`` converts as it is.
+* SSD family (SSD, RetinaNet, EfficientDet): box decoding plus per-class non-max suppression with
+  the built-in ``NON_MAX_SUPPRESSION_V5`` op in a loop over the classes (the Keras model uses
+  ``tf.map_fn``, which TFLite cannot lower). Selection, ordering, clipping to the true image and
+  pruning follow :mod:`zoo.models.nms` step by step, so the detections are the Keras model's.
+
+Families without such a graph raise :class:`~zoo.errors.UnsupportedModelError` from
+:func:`check_tflite_support` before any work is done.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import UnsupportedModelError
+
+__all__ = ["TFLITE_FAMILIES", "check_tflite_support", "detection_graph", "family_of", "input_size"]
+
+#: meta-architecture -> what the TFLite graph does after the network
+TFLITE_FAMILIES = {
+    "center_net": "peak extraction and top-k inside the model",
+    "ssd": "box decoding and per-class NMS inside the model",
+}
+
+_REASONS = {
+    "faster_rcnn": "a two-stage model (region proposals, then crop-and-resize per box) has no TFLite "
+                   "detection graph (the zoo exports it as a SavedModel only)",
+}
+
+
+def family_of(net: Any) -> str:
+    """The meta-architecture name of a network of ours (``center_net``, ``ssd``, ``faster_rcnn``)."""
+    module = type(net).__module__.rsplit(".", 1)[-1]
+    name = type(net).__name__.lower()
+    if "centernet" in name or module == "centernet":
+        return "center_net"
+    if name == "ssd" or module == "ssd":
+        return "ssd"
+    if "rcnn" in name or "rcnn" in module:
+        return "faster_rcnn"
+    return name
+
+
+def input_size(resizer: Any) -> tuple[int, int] | None:
+    """The fixed ``(height, width)`` the resizer produces, or None when it depends on the image."""
+    shape = resizer.padded_shape
+    return (int(shape[0]), int(shape[1])) if shape else None
+
+
+def check_tflite_support(net: Any, model_name: str) -> None:
+    """Raise :class:`UnsupportedModelError` (one line: model and reason) if ``net`` has no TFLite graph."""
+    family = family_of(net)
+    if family not in TFLITE_FAMILIES:
+        reason = _REASONS.get(family, f"meta-architecture {family!r} has no TFLite detection graph")
+    elif input_size(net.resizer) is None:
+        reason = "its image resizer keeps the aspect ratio without padding, so the input size is not fixed"
+    else:
+        return
+    raise UnsupportedModelError(f"{model_name} cannot be exported to TFLite: {reason}; use format saved_model")
+
+
+def detection_graph(net: Any) -> Callable[[Any, Any], dict[str, Any]]:
+    """``(images [1, S_h, S_w, 3] float32, true_shapes [1, 3] int32) -> serving outputs`` (1-based
+    float classes) for the TFLite converter."""
+    import tensorflow as tf
+
+    body = _ssd_detections if family_of(net) == "ssd" else _centernet_detections
+
+    def serve(images: Any, true_shapes: Any) -> dict[str, Any]:
+        out = body(net, tf.cast(images, tf.float32), tf.cast(true_shapes, tf.int32))
+        result = {
+            "detection_boxes": tf.cast(out["detection_boxes"], tf.float32),
+            "detection_scores": tf.cast(out["detection_scores"], tf.float32),
+            "detection_classes": tf.cast(out["detection_classes"], tf.float32) + 1.0,
+            "num_detections": tf.reshape(tf.cast(out["num_detections"], tf.float32), [-1]),
+        }
+        for key in ("detection_keypoints", "detection_keypoint_scores"):
+            if key in out:
+                result[key] = tf.cast(out[key], tf.float32)
+        return result
+
+    return serve
+
+
+def _centernet_detections(net: Any, resized: Any, true_shapes: Any) -> dict[str, Any]:
+    """CenterNet after its resizer: backbone normalization, network, peaks and boxes."""
+    return dict(net.postprocess(net.predict(net.backbone.preprocess(resized)), true_shapes))
+
+
+# ----------------------------------------------------------------------------- SSD
+def _ssd_detections(net: Any, resized: Any, true_shapes: Any) -> dict[str, Any]:
+    """SSD after its resizer: normalization -> network -> decode -> per-class NMS, TFLite-convertible.
+
+    The Keras model normalizes before resizing; the normalization is affine per channel, so it
+    commutes with bilinear resizing, and the padding (zero after normalization there) is zeroed here.
+    """
+    import tensorflow as tf
+
+    from ..models.ssd import BOX_ENCODINGS, CLASS_PREDICTIONS, clip_window
+
+    preprocessed = net.feature_extractor.preprocess(resized)
+    if net.resizer.kind == "keep_aspect_ratio" and net.resizer.pad_to_max_dimension:
+        rows = tf.range(tf.shape(resized)[1])[tf.newaxis, :, tf.newaxis, tf.newaxis]
+        cols = tf.range(tf.shape(resized)[2])[tf.newaxis, tf.newaxis, :, tf.newaxis]
+        inside = tf.logical_and(rows < true_shapes[:, 0, tf.newaxis, tf.newaxis, tf.newaxis],
+                                cols < true_shapes[:, 1, tf.newaxis, tf.newaxis, tf.newaxis])
+        preprocessed = preprocessed * tf.cast(inside, preprocessed.dtype)
+    predictions = net.predict(preprocessed)
+    anchors = predictions["anchors"]
+    boxes = tf.reshape(net.box_coder.decode(predictions[BOX_ENCODINGS], anchors[tf.newaxis])[0], [-1, 4])
+    scores = net.convert_scores(predictions[CLASS_PREDICTIONS])[0]
+    if net.config.add_background_class or net.config.explicit_background_class:
+        scores = scores[:, 1:]
+    window = clip_window(preprocessed, true_shapes)[0]
+    config = net.config.nms
+    fields = _clip_and_prune(_per_class_nms(boxes, scores, config), window, config.change_coordinate_frame)
+    valid = tf.reduce_sum(tf.cast(fields["scores"] >= 0, tf.int32))
+    num = tf.minimum(valid, config.max_total_size)
+    out = {}
+    for key, value in fields.items():
+        kept = value[:num]
+        pad = [[0, config.max_total_size - num]] + [[0, 0]] * (len(value.shape) - 1)
+        out[key] = tf.pad(kept, pad)[tf.newaxis]
+    return {
+        "detection_boxes": out["boxes"],
+        "detection_scores": out["scores"],
+        "detection_classes": out["classes"],
+        "num_detections": num[tf.newaxis],
+    }
+
+
+def _sorted(fields: dict[str, Any]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    _, order = tf.math.top_k(fields["scores"], k=tf.shape(fields["scores"])[0], sorted=True)
+    return {k: tf.gather(v, order) for k, v in fields.items()}
+
+
+def _per_class_nms(boxes: Any, scores: Any, config: Any) -> dict[str, Any]:
+    """Every class's NMS selection (``max_size_per_class`` rows each, class order, unused rows scored
+    -1), concatenated and sorted by score: the candidates :func:`zoo.models.nms.multiclass_nms` keeps.
+    One ``NON_MAX_SUPPRESSION_V5`` inside a loop over the classes."""
+    import tensorflow as tf
+
+    num_classes = int(scores.shape[1])
+    num_boxes = boxes.shape[0]
+    per_class = config.max_size_per_class if num_boxes is None else min(config.max_size_per_class, int(num_boxes))
+
+    def one_class(c: Any, chosen: Any, chosen_scores: Any) -> tuple[Any, Any, Any]:
+        selected, selected_scores, count = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=boxes, scores=tf.gather(scores, c, axis=1), max_output_size=per_class,
+            iou_threshold=config.iou_thresh, score_threshold=config.score_thresh,
+            soft_nms_sigma=0.0, pad_to_max_output_size=True,
+        )
+        valid = tf.range(per_class) < count
+        chosen = tf.concat([chosen, tf.where(valid, selected, tf.zeros_like(selected))], 0)
+        chosen_scores = tf.concat([chosen_scores, tf.where(valid, selected_scores, -tf.ones_like(selected_scores))], 0)
+        return c + 1, chosen, chosen_scores
+
+    _, flat, flat_scores = tf.while_loop(
+        lambda c, *_: c < num_classes,
+        one_class,
+        (tf.constant(0), tf.zeros([0], tf.int32), tf.zeros([0], tf.float32)),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])),
+    )
+    classes = tf.repeat(tf.range(num_classes, dtype=tf.float32), per_class)
+    fields = {"boxes": tf.gather(boxes, flat), "scores": flat_scores, "classes": classes}
+    return _sorted(fields)
+
+
+def _clip_and_prune(fields: dict[str, Any], window: Any, change_frame: bool) -> dict[str, Any]:
+    """As :mod:`zoo.models.nms`: clip to the window, drop zero-area boxes, re-sort; slices instead of
+    unstack so that an empty selection stays valid in TFLite."""
+    import tensorflow as tf
+
+    low = tf.stack([window[0], window[1], window[0], window[1]])
+    high = tf.stack([window[2], window[3], window[2], window[3]])
+    clipped = tf.maximum(tf.minimum(fields["boxes"], high), low)
+
+    def area(b: Any) -> Any:
+        return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+    fields = dict(fields, boxes=clipped)
+    keep = tf.reshape(tf.where(area(clipped) > 0.0), [-1])
+    fields = {k: tf.gather(v, keep) for k, v in fields.items()}
+    nonzero = tf.not_equal(area(fields["boxes"]), 0.0)
+    fields["scores"] = tf.where(nonzero, fields["scores"], -tf.ones_like(fields["scores"]))
+    fields = _sorted(fields)
+    if change_frame:
+        size = high - low
+        fields["boxes"] = (fields["boxes"] - low) * (1.0 / size)
+    return fields
