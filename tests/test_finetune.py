@@ -168,10 +168,10 @@ def test_finetune_checks_model_arguments_and_data_before_any_work(tmp_path):
 
     data = make_shapes_dataset(tmp_path / "data", 2, seed=3, image_size=64)
     ann, images, out = data / "annotations.json", data / "images", tmp_path / "out"
-    with pytest.raises(UnsupportedModelError, match="cannot fine-tune SSD models"):
-        zoo.finetune("ssd_mobilenet_v2", tmp_path / "missing.json", images=images, steps=1, out_dir=out)
     with pytest.raises(UnsupportedModelError, match="cannot fine-tune Faster R-CNN models"):
-        zoo.finetune("faster_rcnn_resnet50_640", ann, images=images, steps=1, out_dir=out)
+        zoo.finetune("faster_rcnn_resnet50_640", tmp_path / "missing.json", images=images, steps=1, out_dir=out)
+    with pytest.raises(UnsupportedModelError, match="is a checkpoint .* not a detector"):
+        zoo.finetune("extremenet", ann, images=images, steps=1, out_dir=out)
     with pytest.raises(UnknownModelError, match="Did you mean: demo_shapes"):
         zoo.finetune("demo_shape", ann, images=images, steps=1, out_dir=out)
     for kwargs, message in [({"steps": 1, "learning_rate": float("nan")}, "learning_rate must be a finite number"),
