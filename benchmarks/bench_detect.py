@@ -256,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats and --cold-runs must be >= 1")
 
     import numpy as np
-    import tensorflow as tf
     from PIL import Image
 
     from zoo.bench.env import fingerprint
@@ -278,10 +277,6 @@ def main(argv: list[str] | None = None) -> int:
         "models": models,
         "goals": GOALS,
         "environment": fingerprint(),
-        "tensorflow_threads": {
-            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-        },
         "load_average_at_end": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

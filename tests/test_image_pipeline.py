@@ -73,3 +73,35 @@ def test_detect_files_gives_what_detect_gives(folder: Path, tmp_path: Path) -> N
     assert len(batched) == 2 and all(len(r) == 5 for _, _, r in batched)
     with pytest.raises(InputError, match="batch_size"):
         list(det.detect_files(folder, batch_size=0))
+
+
+def test_cli_detect_takes_a_folder(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from zoo.cli import main
+
+    out = tmp_path / "drawn"
+    code = main(["detect", str(folder), "--model", str(CENTERNET), "--threshold", "0.5", "--out-dir", str(out), "--json"])
+    assert code == 0, capsys.readouterr().err
+    payload = json.loads(capsys.readouterr().out)
+    assert [Path(p["image"]).name for p in payload] == ["a.jpg", "b.png", "c.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.detections.png", "b.detections.png", "c.detections.png"]
+    assert main(["detect", str(folder / "nothing"), "--model", str(CENTERNET)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_prefetched_keeps_order_and_raises_the_decoders_own_error() -> None:
+    from zoo.errors import DatasetError
+    from zoo.image_pipeline import prefetched
+
+    def decode(n: int) -> np.ndarray:
+        if n == 3:
+            raise DatasetError(f"image {n} is broken")
+        return np.full((2 + n, 3, 3), n, np.uint8)
+
+    got = []
+    with pytest.raises(DatasetError, match="image 3 is broken"):
+        for image in prefetched(decode, list(range(6)), prefetch=4):
+            got.append(image)
+    assert [int(im[0, 0, 0]) for im in got] == [0, 1, 2] and [im.shape[0] for im in got] == [2, 3, 4]
+    assert len(list(prefetched(decode, [5, 0]))) == 2

@@ -1,7 +1,8 @@
 """Image files decoded ahead of the model: a ``tf.data`` pipeline of parallel, prefetched decodes.
 
 :func:`image_files` turns files and folders into the list of image files to read (a folder gives
-its images with a known suffix, sorted by name). :func:`decoded_images` yields ``(path, [H, W, 3]
+its images with a known suffix, sorted by name). :func:`prefetched` runs any decode function that
+way (``odzoo bench`` decodes its dataset with it). :func:`decoded_images` yields ``(path, [H, W, 3]
 uint8)`` in the given order while up to ``prefetch`` further files are decoded in parallel threads,
 so the model never waits for a decode once the pipeline is primed. Decoding is
 :func:`zoo.images.load_image` itself (same 16-bit scaling, alpha handling, size limit and one-line
@@ -11,14 +12,15 @@ model's traced graph, as in the exported SavedModel.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "decoded_images", "image_files"]
+__all__ = ["IMAGE_SUFFIXES", "decoded_images", "image_files", "prefetched"]
 
 #: Suffixes a folder's files must have to be read as images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -45,14 +47,40 @@ def image_files(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str
     return files
 
 
-def _decode(path: bytes) -> tuple[np.ndarray, bytes]:
-    """``(image, b"")`` or ``(empty image, error line)``: errors travel as data, raised by the consumer."""
-    from .images import load_image
+def prefetched(
+    decode: Callable[[Any], np.ndarray], items: Sequence[Any], *, prefetch: int | None = None
+) -> Iterator[np.ndarray]:
+    """``decode(item)`` for each item, in order, computed ahead in parallel by a ``tf.data`` pipeline.
 
-    try:
-        return load_image(path.decode()), b""
-    except InputError as exc:
-        return np.zeros((0, 0, 3), np.uint8), str(exc).encode()
+    ``decode`` returns an ``[H, W, 3]`` uint8 array. An exception it raises is re-raised, unchanged,
+    when its item's turn comes (the items before it are yielded first). ``prefetch``: how many decoded
+    images may wait (default: tf.data's autotuning).
+    """
+    import tensorflow as tf
+
+    if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1):
+        raise InputError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+    depth = tf.data.AUTOTUNE if prefetch is None else prefetch
+    failures: dict[int, BaseException] = {}
+
+    def run(index: np.ndarray) -> np.ndarray:
+        i = int(index)
+        try:
+            return np.asarray(decode(items[i]), np.uint8)
+        except Exception as exc:  # handed to the consumer, raised in order
+            failures[i] = exc
+            return np.zeros((0, 0, 3), np.uint8)
+
+    def step(index: tf.Tensor) -> tf.Tensor:
+        image = tf.numpy_function(run, [index], tf.uint8, stateful=True)
+        image.set_shape([None, None, 3])
+        return image
+
+    dataset = tf.data.Dataset.range(len(items)).map(step, num_parallel_calls=depth, deterministic=True)
+    for i, image in enumerate(dataset.prefetch(depth).as_numpy_iterator()):
+        if i in failures:
+            raise failures.pop(i)
+        yield image
 
 
 def decoded_images(
@@ -60,25 +88,10 @@ def decoded_images(
 ) -> Iterator[tuple[str, np.ndarray]]:
     """``(path, image)`` for every image file of ``sources``, in order, decoded ahead in parallel.
 
-    ``prefetch``: how many decoded images may wait (default: tf.data's autotuning). A file that cannot
-    be read raises :class:`~zoo.errors.InputError` when its turn comes.
+    Decoding is :func:`zoo.images.load_image`; a file that cannot be read raises its
+    :class:`~zoo.errors.InputError` when its turn comes.
     """
-    import tensorflow as tf
+    from .images import load_image
 
     files = image_files(sources)
-    if prefetch is not None and prefetch < 1:
-        raise InputError(f"prefetch must be >= 1, got {prefetch}")
-    depth = tf.data.AUTOTUNE if prefetch is None else int(prefetch)
-
-    def decode(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image, error = tf.numpy_function(_decode, [path], (tf.uint8, tf.string), stateful=False)
-        image.set_shape([None, None, 3])
-        return image, error
-
-    dataset = tf.data.Dataset.from_tensor_slices(files).map(
-        decode, num_parallel_calls=depth, deterministic=True
-    ).prefetch(depth)
-    for path, (image, error) in zip(files, dataset.as_numpy_iterator()):
-        if error:
-            raise InputError(error.decode())
-        yield path, image
+    yield from zip(files, prefetched(load_image, files, prefetch=prefetch))

@@ -61,7 +61,7 @@ def nvidia_smi() -> list[dict[str, str]]:
 
 
 def tf_devices() -> dict[str, Any]:
-    """Accelerators TensorFlow sees, with the details it reports, and the numeric precision in use."""
+    """Accelerators TensorFlow sees, with the details it reports, the numeric precision and threads in use."""
     import tensorflow as tf
 
     gpus = []
@@ -88,6 +88,12 @@ def tf_devices() -> dict[str, Any]:
             "tf32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
         },
         "cuda_build": bool(tf.test.is_built_with_cuda()),
+        "threads": {  # 0 = TensorFlow's default (one per available core)
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "xla_flags": os.environ.get("TF_XLA_FLAGS"),
     }
 
 

@@ -127,14 +127,16 @@ def detect_dataset(
     image_ids = dataset.image_ids
     with progress(desc=f"detect {_spec_value(detector, 'name', 'model')}", total=len(image_ids)) as bar:
 
-        def one(image_id: Any) -> list[dict]:
-            image = dataset.load_image(image_id)
+        def one(image_id: Any, image: Any = None) -> list[dict]:
+            image = dataset.load_image(image_id) if image is None else image
             dets = _as_list(detector.detect(image, score_threshold=score_threshold, max_detections=max_detections))[0]
             bar.update(1)
             return detections_to_coco(dets, image_id, ids)
 
-        if plan is None:
-            per_image = [one(i) for i in image_ids]
+        if plan is None:  # images decoded ahead, in parallel, while the model runs
+            from ..image_pipeline import prefetched
+
+            per_image = [one(i, im) for i, im in zip(image_ids, prefetched(dataset.load_image, image_ids))]
         else:
             per_image = run_on_devices(plan, image_ids, one)
     return [r for chunk in per_image for r in chunk]
