@@ -10,8 +10,7 @@ import tarfile
 import time
 
 import pytest
-from http_fixture import FaultyServer
-from tarball_fixture import SSD, Spec, assert_cache_whole, hostile, zoo_mirror
+from tarball_fixture import SSD, Spec, assert_cache_whole, hostile
 
 from zoo.errors import CacheError, IntegrityError, UnsafeArchiveError
 from zoo.hub import (
@@ -27,17 +26,6 @@ from zoo.hub import (
     verify,
 )
 from zoo.hub.lock import hold
-
-
-@pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    return zoo_mirror(tmp_path_factory.getbasetemp() / "zoo-mirror")
-
-
-@pytest.fixture
-def server(zoo, tmp_path_factory):
-    with FaultyServer(tmp_path_factory.getbasetemp() / "zoo-mirror" / "root") as srv:
-        yield srv
 
 
 @pytest.fixture

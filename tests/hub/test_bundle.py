@@ -10,41 +10,18 @@ import os
 import tarfile
 
 import pytest
-from http_fixture import FaultyServer
-from tarball_fixture import CENTERNET, SSD, assert_cache_whole, hostile, zoo_mirror
+from cli_calls import one_line, run
+from tarball_fixture import CENTERNET, SSD, assert_cache_whole, hostile
 
 import zoo.hub.bundle as bundle_module
-from zoo.cli import main
 from zoo.errors import IntegrityError, UnsafeArchiveError
 from zoo.hub import fetch, import_bundle, layout_for, pack, read_manifest, trust, verify
 from zoo.registry import get
 
+pytestmark = pytest.mark.usefixtures("mirror")
+
 ALIAS = "ssd_mobilenet_v2_fpnlite_320"
 FAKE = "e" * 64
-
-
-@pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    return zoo_mirror(tmp_path_factory.getbasetemp() / "zoo-mirror")
-
-
-@pytest.fixture
-def server(zoo, tmp_path_factory, monkeypatch):
-    with FaultyServer(tmp_path_factory.getbasetemp() / "zoo-mirror" / "root") as srv:
-        monkeypatch.setenv("ODZOO_MIRROR", srv.base)
-        yield srv
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def forge(src, dst, *, digest=None, rename=None, source=None, config=None, add=()):

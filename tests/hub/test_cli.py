@@ -8,31 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from http_fixture import FaultyServer
-from tarball_fixture import SSD, assert_cache_whole, zoo_mirror
-
-from zoo.cli import main
+from cli_calls import run
+from tarball_fixture import SSD, assert_cache_whole
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("mirror")
+
 ALIAS = "ssd_mobilenet_v2_fpnlite_320"
-
-
-@pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    return zoo_mirror(tmp_path_factory.getbasetemp() / "zoo-mirror")
-
-
-@pytest.fixture
-def server(zoo, tmp_path_factory, monkeypatch):
-    with FaultyServer(tmp_path_factory.getbasetemp() / "zoo-mirror" / "root") as srv:
-        monkeypatch.setenv("ODZOO_MIRROR", srv.base)
-        yield srv
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_download_ls_verify_json(server, capsys, isolated_env):

@@ -13,17 +13,11 @@ from tarball_fixture import (
     Spec,
     assert_cache_whole,
     hostile,
-    zoo_mirror,
 )
 
 from zoo.errors import DamagedArchiveError, IntegrityError, UnsafeArchiveError
 from zoo.hub import fetch, read_manifest
 from zoo.hub.extract import Limits, extract
-
-
-@pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    return zoo_mirror(tmp_path_factory.getbasetemp() / "zoo-mirror")
 
 
 def _listing(folder: Path) -> list[str]:
@@ -130,7 +124,7 @@ def test_hostile_download_leaves_a_clean_cache(kind, tmp_path, isolated_env):
 
 
 def test_shared_fixture_tarball_extracts_with_saved_model(isolated_env):
-    from conftest import FIXTURES
+    from tests.conftest import FIXTURES
 
     archive = FIXTURES / "tarballs" / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.tar.gz"
     path = fetch(archive)

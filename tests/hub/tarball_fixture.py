@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import tarfile
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from conftest import CONFIGS, MANIFESTS, TOOLS
 from filelock import FileLock
+
+from tests.conftest import CONFIGS, MANIFESTS, TOOLS
 
 ZOO = "http://download.tensorflow.org/models/object_detection/tf2"
 SSD = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
@@ -76,67 +78,73 @@ def _sha(path: Path) -> str:
     return h.hexdigest()
 
 
-def zoo_mirror(base: Path) -> dict[str, ZooFile]:
-    """Build (or reuse) the stand-in zoo under ``base/root``; returns {name: ZooFile}."""
+def _zoo_tarball_builder():
+    """``make_zoo_tarball.build`` from ../shared/tools."""
+    sys.path.insert(0, str(TOOLS))
+    try:
+        from make_zoo_tarball import build
+    finally:
+        sys.path.remove(str(TOOLS))
+    return build
+
+
+def _archive_record(base: Path, name: str, url: str, top: str, manifest: dict) -> dict:
+    """Build one stand-in archive under ``base/root`` at the URL's path; its ZooFile fields."""
+    dest, sha = _zoo_tarball_builder()(manifest, str(CONFIGS / name / "pipeline.config"),
+                                       str(base / "root"), url=url, top=top)
+    return {"name": name, "url": url, "archive_top": top, "path": dest, "sha256": sha,
+            "size": os.path.getsize(dest)}
+
+
+def _built_once(base: Path, index_name: str, build_records) -> dict:
+    """The JSON index ``base/index_name``, written by ``build_records()`` under a file lock the
+    first time (parallel test processes share one build)."""
     base.mkdir(parents=True, exist_ok=True)
-    index = base / "index.json"
+    index = base / index_name
     with FileLock(str(base / ".build.lock")):
         if not index.exists():
-            sys.path.insert(0, str(TOOLS))
-            try:
-                from make_zoo_tarball import build
-            finally:
-                sys.path.remove(str(TOOLS))
-            plan = [
-                (SSD, f"{ZOO}/20200711/{SSD}.tar.gz", SSD, 30, 1),
-                # the real archive's top folder differs from the model name
-                (CENTERNET, f"{ZOO}/20210210/{CENTERNET}.tar.gz", "centernet_mobilenetv2_fpn_od", 10, 0),
-            ]
-            out = {}
-            for name, url, top, keep, big in plan:
-                manifest = json.loads((MANIFESTS / f"{name}.json").read_text())
-                dest, sha = build(_trimmed(manifest, keep, big), str(CONFIGS / name / "pipeline.config"),
-                                  str(base / "root"), url=url, top=top)
-                out[name] = {"name": name, "url": url, "archive_top": top, "path": dest,
-                             "sha256": sha, "size": os.path.getsize(dest)}
             tmp = index.with_suffix(".tmp")
-            tmp.write_text(json.dumps(out))
+            tmp.write_text(json.dumps(build_records()))
             os.replace(tmp, index)
-    data = json.loads(index.read_text())
-    return {k: ZooFile(v["name"], v["url"], v["archive_top"], Path(v["path"]), v["sha256"], v["size"])
-            for k, v in data.items()}
+    return json.loads(index.read_text())
+
+
+def _zoo_file(v: dict) -> ZooFile:
+    return ZooFile(v["name"], v["url"], v["archive_top"], Path(v["path"]), v["sha256"], v["size"])
+
+
+def zoo_mirror(base: Path) -> dict[str, ZooFile]:
+    """Build (or reuse) the stand-in zoo under ``base/root``; returns {name: ZooFile}."""
+    plan = [
+        (SSD, f"{ZOO}/20200711/{SSD}.tar.gz", SSD, 30, 1),
+        # the real archive's top folder differs from the model name
+        (CENTERNET, f"{ZOO}/20210210/{CENTERNET}.tar.gz", "centernet_mobilenetv2_fpn_od", 10, 0),
+    ]
+
+    def build_all() -> dict:
+        return {name: _archive_record(base, name, url, top,
+                                      _trimmed(json.loads((MANIFESTS / f"{name}.json").read_text()), keep, big))
+                for name, url, top, keep, big in plan}
+
+    return {k: _zoo_file(v) for k, v in _built_once(base, "index.json", build_all).items()}
 
 
 def small_zoo_archive(base: Path, name: str = SSD, elements: int = 40_000) -> ZooFile:
     """A small stand-in archive (the smallest checkpoint variables of ``name`` up to about
     ``elements`` values, its real pipeline.config, zoo layout), built once under ``base`` and
     reused; for tests that download many times."""
-    base.mkdir(parents=True, exist_ok=True)
-    index = base / "small.json"
-    with FileLock(str(base / ".build.lock")):
-        if not index.exists():
-            sys.path.insert(0, str(TOOLS))
-            try:
-                from make_zoo_tarball import build
-            finally:
-                sys.path.remove(str(TOOLS))
-            manifest = json.loads((MANIFESTS / f"{name}.json").read_text())
-            count = lambda v: int(__import__("numpy").prod(v[1]))
-            chosen, total = [], 0
-            for v in sorted(manifest["variables"], key=count):
-                if total >= elements:
-                    break
-                chosen.append(v)
-                total += count(v)
-            url = f"{ZOO}/small/{name}.tar.gz"
-            dest, sha = build({"variables": chosen}, str(CONFIGS / name / "pipeline.config"),
-                              str(base / "root"), url=url, top=name)
-            tmp = index.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"name": name, "url": url, "archive_top": name, "path": dest,
-                                       "sha256": sha, "size": os.path.getsize(dest)}))
-            os.replace(tmp, index)
-    v = json.loads(index.read_text())
-    return ZooFile(v["name"], v["url"], v["archive_top"], Path(v["path"]), v["sha256"], v["size"])
+
+    def build_small() -> dict:
+        manifest = json.loads((MANIFESTS / f"{name}.json").read_text())
+        chosen, total = [], 0
+        for v in sorted(manifest["variables"], key=lambda v: math.prod(v[1])):
+            if total >= elements:
+                break
+            chosen.append(v)
+            total += math.prod(v[1])
+        return _archive_record(base, name, f"{ZOO}/small/{name}.tar.gz", name, {"variables": chosen})
+
+    return _zoo_file(_built_once(base, "small.json", build_small))
 
 
 # -- hostile archives ---------------------------------------------------------------------------

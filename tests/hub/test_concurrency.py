@@ -10,9 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from http_fixture import FaultyServer
-from tarball_fixture import SSD, Spec, assert_cache_whole, zoo_mirror
+from tarball_fixture import SSD, Spec, assert_cache_whole
 
 from zoo.hub import fetch
 from zoo.hub.cache import Layout
@@ -37,17 +36,6 @@ if len(sys.argv) > 2 and sys.argv[2] == "kill-during-extract":
 from zoo.hub import fetch
 print(fetch(spec), flush=True)
 """
-
-
-@pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    return zoo_mirror(tmp_path_factory.getbasetemp() / "zoo-mirror")
-
-
-@pytest.fixture
-def server(zoo, tmp_path_factory):
-    with FaultyServer(tmp_path_factory.getbasetemp() / "zoo-mirror" / "root") as srv:
-        yield srv
 
 
 def _spec(server: FaultyServer, z) -> Spec:

@@ -8,36 +8,19 @@ import subprocess
 import time
 
 import pytest
-from conftest import FIXTURES, INPUT_IMAGE
-from http_fixture import FaultyServer
-from tarball_fixture import CENTERNET, SSD, Spec, assert_cache_whole, zoo_mirror
+from cli_calls import run
+from tarball_fixture import CENTERNET, SSD, Spec, assert_cache_whole
 
-from zoo.cli import main
+from tests.conftest import FIXTURES, INPUT_IMAGE
 from zoo.errors import ArgumentError, CacheError
 from zoo.hub import fetch, layout_for, list_entries, prune, read_manifest, verify
 from zoo.hub.cache import MANIFEST_NAME
 from zoo.loading import load
 from zoo.registry import get
 
+pytestmark = pytest.mark.usefixtures("mirror")
+
 ALIAS = "ssd_mobilenet_v2_fpnlite_320"
-
-
-@pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    return zoo_mirror(tmp_path_factory.getbasetemp() / "zoo-mirror")
-
-
-@pytest.fixture
-def server(zoo, tmp_path_factory, monkeypatch):
-    with FaultyServer(tmp_path_factory.getbasetemp() / "zoo-mirror" / "root") as srv:
-        monkeypatch.setenv("ODZOO_MIRROR", srv.base)
-        yield srv
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def ls(capsys) -> dict[str, dict]:

@@ -8,31 +8,15 @@ import time
 
 import pytest
 from http_fixture import FaultyServer, self_signed
-from tarball_fixture import SSD, Spec, assert_cache_whole, spec_of, zoo_mirror
+from tarball_fixture import SSD, Spec, assert_cache_whole, spec_of
 
 from zoo.errors import DownloadError, IntegrityError, OfflineError
 from zoo.hub import fetch, read_manifest
 
 
-@pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    return zoo_mirror(tmp_path_factory.getbasetemp() / "zoo-mirror")
-
-
 @pytest.fixture
-def root(zoo, tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "zoo-mirror" / "root"
-
-
-@pytest.fixture
-def server(root):
-    with FaultyServer(root) as srv:
-        yield srv
-
-
-@pytest.fixture
-def ssd(zoo):
-    return zoo[SSD]
+def root(zoo, zoo_root):
+    return zoo_root / "root"
 
 
 @pytest.fixture(autouse=True)

@@ -12,25 +12,20 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 from http_fixture import FaultyServer, self_signed
-from tarball_fixture import SSD, Spec, assert_cache_whole, zoo_mirror
+from tarball_fixture import SSD, Spec, assert_cache_whole
 
-from zoo.errors import CacheError, DamagedArchiveError, IntegrityError, UnsafeArchiveError
+from tests.conftest import FIXTURES
+from zoo.errors import (
+    CacheError,
+    DamagedArchiveError,
+    IntegrityError,
+    UnsafeArchiveError,
+)
 from zoo.hub import fetch, read_manifest
 from zoo.hub.extract import Limits, extract
 
 SHARED_SSD = FIXTURES / "tarballs" / f"{SSD}.tar.gz"
-
-
-@pytest.fixture(scope="session")
-def zoo(tmp_path_factory):
-    return zoo_mirror(tmp_path_factory.getbasetemp() / "zoo-mirror")
-
-
-@pytest.fixture
-def ssd(zoo):
-    return zoo[SSD]
 
 
 @pytest.fixture(autouse=True)
