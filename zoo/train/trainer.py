@@ -1,6 +1,8 @@
-"""The CenterNet training loop: tf.data batches -> losses -> Adam with warmup + cosine decay.
+"""The training loop: tf.data batches -> a family's losses -> Adam with warmup + cosine decay.
 
-Works on a :class:`~zoo.models.centernet.CenterNet` (its ``keras_model`` gives the raw head outputs)
+What a step minimises comes from an *objective* (:class:`Objective`): :class:`CenterNetObjective`
+for a :class:`~zoo.models.centernet.CenterNet`, :class:`~zoo.train.ssd.objective.SsdObjective` for
+an SSD-family model. Only the model's trainable variables are updated. It runs
 under any ``tf.distribute`` strategy: build the model *inside* ``strategy.scope()`` and pass the same
 strategy here. Periodic checkpoints of the model, the optimizer and the step go to
 ``out_dir/train/`` through ``tf.train.CheckpointManager``; a later run with the same ``out_dir``
@@ -13,7 +15,8 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import keras
 import tensorflow as tf
@@ -117,16 +120,49 @@ def _loss_inputs(net: Any, predictions: dict[str, list[tf.Tensor]]) -> dict[str,
     return out
 
 
+class Objective(Protocol):
+    """What a training step minimises for one model family."""
+
+    def network_input(self, images: tf.Tensor) -> tf.Tensor:
+        """A batch of training images (RGB 0..255 at the input size) -> the network's input."""
+        ...
+
+    def __call__(self, batch: Mapping[str, tf.Tensor], training: bool = True) -> dict[str, tf.Tensor]:
+        """The loss terms of ``batch`` by name, with ``total`` the one minimised."""
+        ...
+
+
+class CenterNetObjective:
+    """The CenterNet losses (:func:`~zoo.train.losses.centernet_loss`) on batches of
+    :class:`~zoo.train.data.TrainingData`."""
+
+    def __init__(self, net: Any, weights: LossWeights | None = None) -> None:
+        self.net = net
+        self.weights = weights or LossWeights()
+
+    def network_input(self, images: tf.Tensor) -> tf.Tensor:
+        return self.net.backbone.preprocess(images)
+
+    def __call__(self, batch: Mapping[str, tf.Tensor], training: bool = True) -> dict[str, tf.Tensor]:
+        preds = self.net.predict(self.network_input(batch["image"]), training=training)
+        return centernet_loss(_loss_inputs(self.net, preds), batch, self.weights)
+
+
 class Trainer:
-    """Runs :class:`TrainConfig` on a CenterNet with data from :class:`~zoo.train.data.TrainingData`."""
+    """Runs :class:`TrainConfig` on a model with data from :class:`~zoo.train.data.TrainingData` (or a
+    subclass) and the family's ``objective`` (default: CenterNet's, weighted by ``loss_weights``)."""
 
     def __init__(self, net: Any, data: TrainingData, config: TrainConfig, *,
-                 loss_weights: LossWeights | None = None, strategy: tf.distribute.Strategy | None = None,
+                 loss_weights: LossWeights | None = None, objective: Objective | None = None,
+                 strategy: tf.distribute.Strategy | None = None,
                  out_dir: str | os.PathLike[str] | None = None) -> None:
         self.net = net
         self.data = data
         self.config = config
         self.loss_weights = loss_weights or LossWeights()
+        self.objective = objective if objective is not None else CenterNetObjective(net, self.loss_weights)
+        if not net.keras_model.trainable_variables:
+            raise ValueError("the model has no trainable variables; choose some to train")
         self.strategy = strategy or tf.distribute.get_strategy()
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
@@ -146,14 +182,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _make_step(self) -> Any:
-        net, weights, strategy, clip = self.net, self.loss_weights, self.strategy, self.config.clip_norm
+        objective, strategy, clip = self.objective, self.strategy, self.config.clip_norm
         replicas = float(strategy.num_replicas_in_sync)
-        variables = net.keras_model.trainable_variables
+        variables = self.net.keras_model.trainable_variables
 
         def replica_step(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
             with tf.GradientTape() as tape:
-                preds = net.predict(net.backbone.preprocess(batch["image"]), training=True)
-                losses = centernet_loss(_loss_inputs(net, preds), batch, weights)
+                losses = objective(batch, training=True)
                 scaled = losses["total"] / replicas
             grads = tape.gradient(scaled, variables)
             if clip:

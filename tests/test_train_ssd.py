@@ -1,0 +1,201 @@
+"""SSD-family training: anchor matching and box encoding against hand-computed values, the focal loss
+against its formula, hard example mining, loss settings read from pipeline.config, and a few-shot
+fine-tune of the SSD MobileNet V2 FPNLite 320 stand-in archive that trains only the prediction heads."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import CONFIGS, FIXTURES
+from zoo.pipeline_config import load, model_config, parse
+from zoo.train.ssd.losses import (
+    HardExampleMining,
+    SsdLossConfig,
+    mine_image,
+    sigmoid_focal_loss,
+    smooth_l1_loss,
+    ssd_loss,
+)
+from zoo.train.ssd.targets import IGNORED, UNMATCHED, ArgmaxMatcher, assign_targets, iou
+
+FPNLITE = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
+
+# 2 boxes (+ 1 padding row) x 6 anchors
+SIMILARITY = np.array([[
+    [0.70, 0.45, 0.10, 0.30, 0.00, 0.45],
+    [0.20, 0.50, 0.35, 0.60, 0.00, 0.42],
+    [0.99, 0.99, 0.99, 0.99, 0.99, 0.99],   # padding: never matched
+]], np.float32)
+VALID = np.array([[True, True, False]])
+
+
+def _box_coder():
+    from zoo.models.box_coders import FasterRcnnBoxCoder
+
+    return FasterRcnnBoxCoder((10.0, 10.0, 5.0, 5.0))
+
+
+def test_matcher_thresholds_and_ignored_band():
+    matcher = ArgmaxMatcher(matched_threshold=0.5, unmatched_threshold=0.4)
+    got = matcher.match(SIMILARITY, VALID).numpy()[0]
+    # a0 0.70 -> box 0; a1 0.50 (>= matched) -> box 1; a2 0.35 < 0.4 -> unmatched;
+    # a3 0.60 -> box 1; a4 0 -> unmatched; a5 0.45 in [0.4, 0.5) -> ignored
+    np.testing.assert_array_equal(got, [0, 1, UNMATCHED, 1, UNMATCHED, IGNORED])
+    swapped = ArgmaxMatcher(0.5, 0.4, negatives_lower_than_unmatched=False).match(SIMILARITY, VALID).numpy()[0]
+    np.testing.assert_array_equal(swapped, [0, 1, IGNORED, 1, IGNORED, UNMATCHED])
+    every = ArgmaxMatcher(matched_threshold=None).match(SIMILARITY, VALID).numpy()[0]
+    np.testing.assert_array_equal(every, [0, 1, 1, 1, 0, 0])  # no thresholds: the best box (first on ties)
+    nothing = ArgmaxMatcher(0.5, 0.4).match(SIMILARITY, np.zeros((1, 3), bool)).numpy()[0]
+    np.testing.assert_array_equal(nothing, [UNMATCHED] * 6)
+
+
+def test_force_match_gives_every_box_its_best_anchor():
+    sim = np.array([[
+        [0.70, 0.55, 0.00],
+        [0.00, 0.52, 0.00],   # best anchor a1, which box 0 wins by argmax: forced to box 1
+        [0.00, 0.05, 0.38],   # best anchor a2, below every threshold: forced to box 2
+        [0.65, 0.00, 0.00],   # best anchor a0, also box 0's best: the first box keeps it
+    ]], np.float32)
+    valid = np.ones((1, 4), bool)
+    plain = ArgmaxMatcher(0.5, 0.4).match(sim, valid).numpy()[0]
+    np.testing.assert_array_equal(plain, [0, 0, UNMATCHED])
+    forced = ArgmaxMatcher(0.5, 0.4, force_match_for_each_row=True).match(sim, valid).numpy()[0]
+    np.testing.assert_array_equal(forced, [0, 1, 2])
+
+
+def test_matcher_reads_the_config_and_refuses_inconsistent_thresholds():
+    cfg = load(CONFIGS / FPNLITE / "pipeline.config")
+    matcher = ArgmaxMatcher.from_config(model_config(cfg)[1]["matcher"])
+    assert matcher == ArgmaxMatcher(0.5, 0.5, True, True, True)
+    ignore = ArgmaxMatcher.from_config(parse("argmax_matcher { ignore_thresholds: true }"))
+    assert ignore.matched_threshold is None
+    from zoo.errors import ConfigError, UnsupportedModelError
+
+    with pytest.raises(ConfigError, match="unmatched_threshold"):
+        ArgmaxMatcher(0.4, 0.5)
+    with pytest.raises(UnsupportedModelError, match="bipartite_matcher"):
+        ArgmaxMatcher.from_config(parse("bipartite_matcher { }"))
+
+
+ANCHORS = np.array([[0, 0, .5, .5], [0, .5, .5, 1], [.5, 0, 1, .5], [.5, .5, 1, 1]], np.float32)
+GT_BOXES = np.array([[[0, 0, .5, .4], [.5, .5, 1, .725], [0, 0, 0, 0]]], np.float32)  # last row: padding
+GT_CLASSES = np.array([[2, 0, 0]], np.int32)
+GT_WEIGHTS = np.array([[1, 1, 0]], np.float32)
+
+
+def test_iou_against_hand_values():
+    got = iou(GT_BOXES, ANCHORS).numpy()[0]
+    np.testing.assert_allclose(got[0], [0.8, 0, 0, 0], atol=1e-6)      # 0.5*0.4 / 0.25
+    np.testing.assert_allclose(got[1], [0, 0, 0, 0.45], atol=1e-6)     # 0.5*0.225 / 0.25
+    np.testing.assert_array_equal(got[2], [0, 0, 0, 0])                # zero-area padding
+
+
+@pytest.mark.parametrize("background_as_zeros", [False, True])
+def test_assign_targets_encodes_boxes_and_classes(background_as_zeros):
+    t = assign_targets(ANCHORS, GT_BOXES, GT_CLASSES, GT_WEIGHTS, num_classes=3,
+                       matcher=ArgmaxMatcher(0.5, 0.4), box_coder=_box_coder(),
+                       encode_background_as_zeros=background_as_zeros)
+    np.testing.assert_array_equal(t["matches"].numpy()[0], [0, UNMATCHED, UNMATCHED, IGNORED])
+    # anchor 0: centre (.25, .25) size .5 x .5; box centre (.25, .2) size .5 x .4
+    expected = [0.0, (0.2 - 0.25) / 0.5 * 10, math.log(1.0) * 5, math.log(0.4 / 0.5) * 5]
+    np.testing.assert_allclose(t["reg_targets"].numpy()[0, 0], expected, atol=1e-4)
+    np.testing.assert_array_equal(t["reg_targets"].numpy()[0, 1:], np.zeros((3, 4)))
+    np.testing.assert_array_equal(t["reg_weights"].numpy()[0], [1, 0, 0, 0])
+    np.testing.assert_array_equal(t["cls_weights"].numpy()[0], [1, 1, 1, 0])  # ignored anchor: weight 0
+    background = [0, 0, 0, 0] if background_as_zeros else [1, 0, 0, 0]
+    np.testing.assert_array_equal(t["cls_targets"].numpy()[0], [[0, 0, 0, 1], background, background, background])
+    forced = assign_targets(ANCHORS, GT_BOXES, GT_CLASSES, GT_WEIGHTS, num_classes=3,
+                            matcher=ArgmaxMatcher(0.5, 0.4, force_match_for_each_row=True), box_coder=_box_coder(),
+                            encode_background_as_zeros=background_as_zeros)
+    np.testing.assert_array_equal(forced["matches"].numpy()[0], [0, UNMATCHED, UNMATCHED, 1])
+    np.testing.assert_array_equal(forced["cls_targets"].numpy()[0, 3], [0, 1, 0, 0])  # class 0 -> slot 1
+    np.testing.assert_array_equal(forced["reg_weights"].numpy()[0], [1, 0, 0, 1])
+
+
+def test_without_background_class_unmatched_anchors_are_all_zero():
+    t = assign_targets(ANCHORS, GT_BOXES, GT_CLASSES, GT_WEIGHTS, num_classes=3,
+                       matcher=ArgmaxMatcher(0.5, 0.4), box_coder=_box_coder(), add_background_class=False)
+    np.testing.assert_array_equal(t["cls_targets"].numpy()[0], [[0, 0, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0]])
+
+
+def test_focal_loss_matches_its_formula():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (2, 7, 4)).astype(np.float32)
+    targets = (rng.random((2, 7, 4)) < 0.3).astype(np.float32)
+    weights = rng.random((2, 7)).astype(np.float32)
+    got = sigmoid_focal_loss(logits, targets, weights, gamma=1.5, alpha=0.25).numpy()
+    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    ce = -(targets * np.log(p) + (1 - targets) * np.log(1 - p))
+    p_t = np.where(targets == 1, p, 1 - p)
+    alpha_t = np.where(targets == 1, 0.25, 0.75)
+    expected = alpha_t * (1 - p_t) ** 1.5 * ce * weights[..., None]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    no_alpha = sigmoid_focal_loss(logits, targets, weights, gamma=0.0, alpha=None).numpy()
+    np.testing.assert_allclose(no_alpha, ce * weights[..., None], rtol=1e-4, atol=1e-6)
+
+
+def test_smooth_l1_matches_huber():
+    pred = np.array([[[0.0, 0.5, 3.0, -2.0]]], np.float32)
+    target = np.zeros((1, 1, 4), np.float32)
+    got = smooth_l1_loss(pred, target, np.array([[2.0]], np.float32), delta=1.0).numpy()
+    np.testing.assert_allclose(got, [[2.0 * (0 + 0.125 + 2.5 + 1.5)]], rtol=1e-6)
+
+
+def _far_apart_boxes(n):
+    return np.array([[i, i, i + 0.5, i + 0.5] for i in range(n)], np.float32)
+
+
+def test_hard_example_mining_keeps_top_negatives_per_positive():
+    cls = np.array([0.9, 5.0, 4.0, 0.1, 3.0, 2.0, 9.0], np.float32)
+    loc = np.zeros(7, np.float32)
+    matches = np.array([0, UNMATCHED, UNMATCHED, 1, UNMATCHED, UNMATCHED, IGNORED], np.int32)
+    mining = HardExampleMining(num_hard_examples=None, iou_threshold=0.99, loss_type="classification",
+                               max_negatives_per_positive=1, min_negatives_per_image=0)
+    keep = set(mine_image(loc, cls, _far_apart_boxes(7), matches, mining).numpy().tolist())
+    # 2 positives (0, 3) -> the 2 highest-loss negatives (1, 2); the ignored anchor 6 is dropped
+    assert keep == {0, 3, 1, 2}
+    no_positive = np.array([UNMATCHED] * 7, np.int32)
+    at_least = HardExampleMining(None, 0.99, "classification", max_negatives_per_positive=3, min_negatives_per_image=2)
+    assert set(mine_image(loc, cls, _far_apart_boxes(7), no_positive, at_least).numpy().tolist()) == {6, 1}
+    # NMS on the predicted boxes: an overlapping lower-loss duplicate is not mined twice
+    boxes = _far_apart_boxes(7)
+    boxes[2] = boxes[1]
+    top3 = HardExampleMining(num_hard_examples=3, iou_threshold=0.5, loss_type="classification")
+    assert set(mine_image(loc, cls, boxes, no_positive, top3).numpy().tolist()) == {6, 1, 4}
+
+
+def test_loss_config_is_read_from_pipeline_config():
+    fpnlite = SsdLossConfig.from_config(model_config(load(CONFIGS / FPNLITE / "pipeline.config"))[1])
+    assert (fpnlite.classification, fpnlite.gamma, fpnlite.alpha) == ("weighted_sigmoid_focal", 2.0, 0.25)
+    assert fpnlite.localization == "weighted_smooth_l1" and fpnlite.normalize_loc_by_codesize
+    assert fpnlite.hard_example_mining is None
+    effdet = SsdLossConfig.from_config(model_config(load(CONFIGS / "efficientdet_d0_coco17_tpu-32" / "pipeline.config"))[1])
+    assert effdet.gamma == 1.5
+    mined = SsdLossConfig.from_config(parse("""
+      normalize_loss_by_num_matches: true
+      loss { classification_loss { weighted_sigmoid { } } localization_loss { weighted_smooth_l1 { delta: 0.5 } }
+             hard_example_miner { num_hard_examples: 3000 iou_threshold: 0.99 loss_type: CLASSIFICATION
+                                  max_negatives_per_positive: 3 min_negatives_per_image: 3 }
+             classification_weight: 1.0 localization_weight: 2.0 }"""))
+    assert mined.classification == "weighted_sigmoid" and mined.delta == 0.5 and mined.localization_weight == 2.0
+    assert mined.hard_example_mining == HardExampleMining(3000, 0.99, "classification", 3.0, 3)
+    from zoo.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="weighted_iou"):
+        SsdLossConfig.from_config(parse("loss { localization_loss { weighted_iou { } } }"))
+
+
+def test_ssd_loss_normalizes_by_matches_and_code_size():
+    targets = assign_targets(ANCHORS, GT_BOXES, GT_CLASSES, GT_WEIGHTS, num_classes=3,
+                             matcher=ArgmaxMatcher(0.5, 0.4, force_match_for_each_row=True), box_coder=_box_coder())
+    codes = targets["reg_targets"] + 1.0     # every matched code off by 1: smooth-L1 0.5 per code
+    logits = tf.zeros((1, 4, 4))
+    config = SsdLossConfig(normalize_loc_by_codesize=True, localization_weight=2.0)
+    out = ssd_loss(codes, logits, targets, config)
+    assert float(out["localization"]) == pytest.approx(2.0 * (2 * 4 * 0.5) / (2 * 4))
+    per_entry = sigmoid_focal_loss(logits, targets["cls_targets"], targets["cls_weights"]).numpy().sum()
+    assert float(out["classification"]) == pytest.approx(per_entry / 2, rel=1e-5)
+    assert float(out["total"]) == pytest.approx(float(out["localization"]) + float(out["classification"]))
