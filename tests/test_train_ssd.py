@@ -199,3 +199,51 @@ def test_ssd_loss_normalizes_by_matches_and_code_size():
     per_entry = sigmoid_focal_loss(logits, targets["cls_targets"], targets["cls_weights"]).numpy().sum()
     assert float(out["classification"]) == pytest.approx(per_entry / 2, rel=1e-5)
     assert float(out["total"]) == pytest.approx(float(out["localization"]) + float(out["classification"]))
+
+
+# ------------------------------------------------------------------------------------------ few-shot
+LABELS = {1: "circle", 2: "square", 3: "triangle"}
+
+
+def test_few_shot_finetune_trains_only_the_heads(tmp_path):
+    """The few-shot recipe on the stand-in zoo archive: backbone, FPN, towers and box head restored,
+    class head new, only the box and class heads trained (BatchNorm frozen)."""
+    import zoo
+    from zoo.datasets.coco import CocoDataset
+    from zoo.datasets.synthetic import make_shapes_dataset
+    from zoo.fine_tuning import _geometry, head_layers, reinitialize_new_head
+    from zoo.train.ssd.data import BoxTrainingData
+    from zoo.train.ssd.objective import SsdObjective
+
+    train = make_shapes_dataset(tmp_path / "train", 4, seed=5, image_size=160)
+    det = zoo.load(str(FIXTURES / "tarballs" / f"{FPNLITE}.tar.gz"), num_classes=3, label_map=LABELS)
+    skipped = set(det.restore_report.skipped)
+    assert skipped and all("_class_predictor_layers" in k for k in skipped)  # only the class head is new
+    config = load(det.model_dir / "pipeline.config")
+    assert reinitialize_new_head(det, config)  # the config's initializer, as zoo.finetune does
+    net = det.net
+
+    objective = SsdObjective(net, model_config(config)[1])
+    data = BoxTrainingData(CocoDataset(train / "annotations.json", train / "images"), _geometry(net, None), 3,
+                           augment_config=None)
+    batch = next(iter(data.tf_dataset(4, shuffle=False, repeat=False, augmented=False)))
+    before = {k: float(v) for k, v in objective(batch, training=False).items()}
+    weights = {id(v): (v.path, np.array(v.numpy())) for v in net.keras_model.weights}
+
+    tuned = zoo.finetune(det, train / "annotations.json", images=train / "images", steps=8, batch_size=2,
+                         learning_rate=5e-3, trainable="heads", progress=False)
+    after = {k: float(v) for k, v in objective(batch, training=False).items()}
+    print(f"loss before {before} after {after}")
+    assert after["total"] < 0.85 * before["total"]
+    assert after["classification"] < before["classification"]
+    assert after["localization"] < before["localization"]
+
+    heads = {id(v) for layer in head_layers(net) for v in layer.weights}
+    changed = {i for i, (_, w) in weights.items() if not np.array_equal(w, np.asarray(_variable(net, i)))}
+    assert changed == heads  # every head variable moved, nothing else (BatchNorm statistics included)
+    assert tuned.finetune_result.selection["trainable"] == len(heads)
+    assert tuned.finetune_result.selection["frozen_batch_norms"] > 0
+
+
+def _variable(net, ident):
+    return next(v for v in net.keras_model.weights if id(v) == ident).numpy()

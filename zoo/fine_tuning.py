@@ -1,11 +1,14 @@
-"""``zoo.finetune``: train a zoo CenterNet (or a config of one) on a COCO-format dataset.
+"""``zoo.finetune``: train a zoo CenterNet or SSD-family model (SSD, RetinaNet, EfficientDet), or a
+config of one, on a COCO-format dataset.
 
     det = zoo.finetune("centernet_mobilenetv2fpn_512x512_coco17_od", "data/annotations.json",
                        images="data/images", num_classes=3, steps=2000, out_dir="runs/shapes")
 
 Starts from the zoo checkpoint (everything that fits is restored, the class-dependent head layers
-are re-initialised for the new class count), trains with the CenterNet losses of the model's
-``pipeline.config``, re-estimates the BatchNorm statistics on the training images, and, when
+are re-initialised for the new class count), trains the chosen variables (``trainable``: all, the
+prediction heads, or glob patterns) with the losses of the model's ``pipeline.config`` (CenterNet's
+focal/L1 losses; SSD's anchor matching, box coder, focal/smooth-L1 losses and hard example mining),
+re-estimates the statistics of the BatchNorms that trained on the training images, and, when
 ``out_dir`` is given, exports the result in the zoo's own layout (``out_dir/<name>/``), packs it
 as ``out_dir/<name>.tar.gz`` and writes ``out_dir/registry.yaml`` so that ``ODZOO_REGISTRY`` makes
 it loadable by name. Training checkpoints go to ``out_dir/train/`` (a rerun resumes from them).
@@ -15,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+import fnmatch
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,8 @@ from . import validate
 from .errors import ArgumentError, ConfigError, DatasetError, UnsupportedModelError
 
 __all__ = [
-    "FinetuneResult", "check_arguments", "check_trainable", "evaluate_detector", "finetune", "recalibrate_batch_norm",
+    "FinetuneResult", "check_arguments", "check_trainable", "check_trainable_selection", "evaluate_detector",
+    "finetune", "recalibrate_batch_norm", "select_trainable",
 ]
 
 
@@ -41,6 +46,7 @@ class FinetuneResult:
     size_bytes: int | None = None
     registry: Path | None = None
     training_checkpoints: list[str] = dataclasses.field(default_factory=list)
+    selection: dict[str, int] = dataclasses.field(default_factory=dict)  # see select_trainable
 
 
 def _dataset(train_data: Any, images: str | os.PathLike[str] | None) -> Any:
@@ -61,7 +67,9 @@ def _dataset(train_data: Any, images: str | os.PathLike[str] | None) -> Any:
 
 
 #: Meta-architectures odzoo can fine-tune.
-TRAINABLE = ("center_net",)
+TRAINABLE = ("center_net", "ssd")
+#: Named choices of ``trainable`` (besides a list of variable-name glob patterns).
+TRAINABLE_CHOICES = ("all", "heads")
 SCHEDULES = ("cosine", "constant")
 
 
@@ -116,8 +124,8 @@ _ARCHITECTURE_NAMES = {"center_net": "CenterNet", "ssd": "SSD", "faster_rcnn": "
 
 def _not_trainable(label: str, meta: str) -> str:
     shown = _ARCHITECTURE_NAMES.get(meta, meta)
-    return (f"{label}: odzoo cannot fine-tune {shown} models ({meta}) yet, only CenterNet models "
-            "(e.g. centernet_resnet50)")
+    return (f"{label}: odzoo cannot fine-tune {shown} models ({meta}) yet, only CenterNet and SSD-family "
+            "models (e.g. centernet_resnet50, ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8)")
 
 
 def _meta_architecture_of_config(path: Path) -> str:
@@ -151,7 +159,7 @@ def check_trainable(model_or_name: Any) -> None:
         if spec is not None:
             if spec.kind != "detector" or spec.meta_architecture is None:
                 raise UnsupportedModelError(f"{spec.name} is a {spec.kind} ({spec.family}), not a detector; "
-                                            "fine-tune a CenterNet detector (e.g. centernet_resnet50)")
+                                            "fine-tune a CenterNet or SSD detector (e.g. centernet_resnet50)")
             meta, label = spec.meta_architecture, spec.name
         elif path.is_file() and path.suffix not in (".gz", ".tgz", ".tar"):
             meta = _meta_architecture_of_config(path)
@@ -161,6 +169,90 @@ def check_trainable(model_or_name: Any) -> None:
         raise ArgumentError(f"model must be a registry name, a path or a Detector, not {type(model_or_name).__name__}")
     if meta is not None and meta not in TRAINABLE:
         raise UnsupportedModelError(_not_trainable(label, meta))
+
+
+def check_trainable_selection(trainable: Any, *, as_options: bool = False) -> tuple[str, ...] | str:
+    """``trainable`` checked: ``"all"``, ``"heads"`` or a non-empty list of glob patterns of variable
+    names (checkpoint keys such as ``model/_box_predictor/*`` or Keras paths). Returns the choice or
+    the patterns as a tuple."""
+    label = "--trainable" if as_options else "trainable"
+    if isinstance(trainable, str):
+        if trainable in TRAINABLE_CHOICES:
+            return trainable
+        raise ArgumentError(f"{label} must be one of {', '.join(TRAINABLE_CHOICES)} or a list of variable-name "
+                            f"patterns, got {trainable!r}")
+    if isinstance(trainable, Sequence) and trainable and all(isinstance(p, str) and p.strip() for p in trainable):
+        return tuple(p.strip() for p in trainable)
+    raise ArgumentError(f"{label} must be one of {', '.join(TRAINABLE_CHOICES)} or a non-empty list of "
+                        f"variable-name patterns, got {trainable!r}")
+
+
+def head_layers(net: Any) -> list[Any]:
+    """The prediction head layers of a network: SSD's box and class predictor convolutions (the
+    few-shot recipe's ``WeightSharedConvolutionalBoxHead`` / ``...ClassHead``, or the per-level
+    convolutional heads), CenterNet's head stacks."""
+    predictor = getattr(net, "box_predictor", None)
+    if predictor is not None:
+        boxes = list(getattr(predictor, "box_heads", None) or [predictor.box_head])
+        return boxes + list(getattr(predictor, "class_heads", None) or [predictor.class_head])
+    heads = getattr(net, "heads", None)
+    if isinstance(heads, Mapping):
+        return [layer for stacks in heads.values() for stack in stacks for layer in stack.layers]
+    raise UnsupportedModelError(f"{type(net).__name__} has no prediction heads odzoo knows of; "
+                                "choose trainable='all' or variable patterns")
+
+
+def _leaf_layers(model: Any) -> list[Any]:
+    return [l for l in _all_layers(model) if not list(l._flatten_layers(include_self=False, recursive=False))]
+
+
+def _variable_names(net: Any) -> dict[int, list[str]]:
+    """``{id(variable): [checkpoint key, Keras path]}``."""
+    names: dict[int, list[str]] = {}
+    for key, variable in net.checkpoint_map().items():
+        names.setdefault(id(variable), []).append(key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE"))
+    for variable in net.keras_model.weights:
+        names.setdefault(id(variable), []).append(variable.path)
+    return names
+
+
+def select_trainable(net: Any, trainable: Any = "all", *, freeze_batchnorm: bool = False) -> dict[str, int]:
+    """Make exactly the chosen variables of ``net`` trainable (see :func:`check_trainable_selection`).
+
+    BatchNorm layers are frozen (inference mode: moving statistics, no update) when
+    ``freeze_batchnorm``, when only the heads train, and when none of their variables is chosen.
+    Returns counts: ``trainable`` / ``frozen`` variables (weights of trainable layers) and
+    ``frozen_batch_norms``. A pattern list that matches no variable is an :class:`ArgumentError`.
+    """
+    import keras
+
+    choice = check_trainable_selection(trainable)
+    layers = _leaf_layers(net.keras_model)
+    heads = {id(l) for l in head_layers(net)} if choice == "heads" else set()
+    names = _variable_names(net) if isinstance(choice, tuple) else {}
+    frozen_bn = 0
+    for layer in layers:
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        if choice == "all":
+            chosen = set() if (is_bn and freeze_batchnorm) else {id(v) for v in layer.weights}
+        elif choice == "heads":
+            chosen = {id(v) for v in layer.weights} if id(layer) in heads and not is_bn else set()
+        else:
+            chosen = {id(v) for v in layer.weights
+                      if any(fnmatch.fnmatchcase(n, p) for n in names.get(id(v), []) for p in choice)}
+            if is_bn and freeze_batchnorm:
+                chosen = set()
+        layer.trainable = bool(chosen)
+        if chosen:
+            for v in layer.trainable_weights:
+                v.trainable = id(v) in chosen
+        frozen_bn += int(is_bn and not chosen)
+    variables = net.keras_model.trainable_variables
+    if not variables:
+        raise ArgumentError(f"trainable={trainable!r} selects no variable of the model; "
+                            "check the patterns against its checkpoint keys")
+    total = sum(len(l.weights) for l in layers)
+    return {"trainable": len(variables), "frozen": total - len(variables), "frozen_batch_norms": frozen_bn}
 
 
 def _labels(dataset: Any, num_classes: int) -> dict[int, str]:
@@ -198,7 +290,7 @@ def _open_model(model_or_name: Any, num_classes: int, labels: Mapping[int, str],
 
     det = zoo_load(model_or_name, num_classes=num_classes, label_map=labels, strict=strict)
     if det.net is None or det.model_dir is None:
-        raise ConfigError(f"{model_or_name!r} did not load as a Keras CenterNet; only CenterNet models can be fine-tuned")
+        raise ConfigError(f"{model_or_name!r} did not load as a Keras model of odzoo; load it with backend='keras'")
     return det, load(det.model_dir / "pipeline.config")
 
 
@@ -213,9 +305,10 @@ def _geometry(net: Any, input_size: int | tuple[int, int] | None) -> Any:
         net.resizer = (Resizer("keep_aspect_ratio", min_dimension=h, max_dimension=h, pad_to_max_dimension=True)
                        if h == w else Resizer("fixed_shape", height=h, width=w))
     r = net.resizer
+    stride = int(getattr(net, "stride", 1))  # CenterNet's output stride; SSD targets need none
     if r.kind == "fixed_shape":
-        return InputGeometry(r.height, r.width, "fixed_shape", net.stride)
-    return InputGeometry(r.max_dimension, r.max_dimension, "keep_aspect_ratio", net.stride)
+        return InputGeometry(r.height, r.width, "fixed_shape", stride)
+    return InputGeometry(r.max_dimension, r.max_dimension, "keep_aspect_ratio", stride)
 
 
 def _augment_config(config: Any) -> Any:
@@ -236,22 +329,25 @@ def _all_layers(model: Any) -> list[Any]:
     return list(model._flatten_layers(include_self=False, recursive=True))
 
 
-def recalibrate_batch_norm(net: Any, data: Any, *, batches: int = 25, batch_size: int = 16) -> int:
-    """Replace every BatchNorm layer's moving statistics by their average over ``batches`` batches
-    of un-augmented training images (a cumulative mean, layer after layer as the network runs).
-    Returns the number of BatchNorm layers updated."""
+def recalibrate_batch_norm(net: Any, data: Any, *, batches: int = 25, batch_size: int = 16,
+                           network_input: Any = None) -> int:
+    """Replace every trainable BatchNorm layer's moving statistics by their average over ``batches``
+    batches of un-augmented training images (a cumulative mean, layer after layer as the network
+    runs); frozen BatchNorms keep theirs. ``network_input`` maps training images to the network's
+    input (default: the CenterNet backbone's preprocessing). Returns the number of layers updated."""
     import keras
 
     layers = [l for l in _all_layers(net.keras_model) if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
     if not layers:
         return 0
     saved = [l.momentum for l in layers]
+    to_input = network_input if network_input is not None else net.backbone.preprocess
     ds = data.tf_dataset(batch_size, shuffle=True, repeat=True, augmented=False)
     try:
         for i, batch in enumerate(ds.take(batches)):
             for layer in layers:
                 layer.momentum = i / (i + 1.0)
-            net.keras_model(net.backbone.preprocess(batch["image"]), training=True)
+            net.keras_model(to_input(batch["image"]), training=True)
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum
@@ -295,8 +391,9 @@ def finetune(
     strict: bool = True,
     recalibrate_batches: int = 25,
     saved_model: bool = True,
+    trainable: str | Sequence[str] = "all",
 ) -> Any:
-    """Fine-tune a CenterNet and return the trained :class:`~zoo.detector.Detector`.
+    """Fine-tune a CenterNet or SSD-family model and return the trained :class:`~zoo.detector.Detector`.
 
     ``model_or_name``: a registry name/alias, URL, archive or model folder (restored from its
     checkpoint), a Keras :class:`Detector`, or a ``pipeline.config`` path (trained from scratch).
@@ -308,12 +405,16 @@ def finetune(
     config's. ``strategy``: a ``tf.distribute`` strategy; the model is built inside its scope.
     With ``out_dir`` the result is exported (see the module docstring) and the returned detector is
     loaded back from the packed archive; without it the trained detector is returned as is.
+    ``trainable``: ``"all"`` (default), ``"heads"`` (only the prediction heads, BatchNorm frozen: the
+    few-shot recipe) or a list of glob patterns of variable names (see :func:`select_trainable`);
+    BatchNorm is also frozen where the config sets ``freeze_batchnorm``.
     """
     check_arguments(num_classes=num_classes, steps=steps, epochs=epochs, batch_size=batch_size,
                      learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
                      checkpoint_every=checkpoint_every, out_dir=out_dir, name=name, input_size=input_size,
                      seed=seed, recalibrate_batches=recalibrate_batches)
     check_trainable(model_or_name)
+    selection = check_trainable_selection(trainable)
     from .train.data import check_has_boxes
 
     dataset = _dataset(train_data, images)
@@ -327,8 +428,6 @@ def finetune(
     import keras
     import tensorflow as tf
 
-    from .train.data import TrainingData
-    from .train.losses import LossWeights
     from .train.trainer import TrainConfig, Trainer
 
     total = int(steps) if steps is not None else max(1, math.ceil(float(epochs) * len(dataset) / batch_size))
@@ -343,22 +442,22 @@ def finetune(
     if meta not in TRAINABLE:  # archives and URLs: known only once downloaded
         raise UnsupportedModelError(_not_trainable(repr(str(model_or_name)), meta))
     net = det.net
+    if det is not model_or_name:  # loaded here: its new head is untrained (a Detector given may be trained)
+        reinitialize_new_head(det, config, seed=int(seed))
     geometry = _geometry(net, input_size)
-    _, cn = model_config(config)
-    weights = LossWeights.from_config(cn)
-    data = TrainingData(dataset, geometry, k, category_ids=sorted(dataset.categories),
-                        augment_config=_augment_config(config) if augment else None,
-                        min_overlap=weights.min_box_overlap_iou, seed=int(seed))
+    data, objective, freeze_bn = _family_parts(meta, net, config, dataset, geometry, k, augment, int(seed))
+    counts = select_trainable(net, selection, freeze_batchnorm=freeze_bn)
     train_config = TrainConfig(steps=total, batch_size=int(batch_size), learning_rate=float(learning_rate),
                                schedule=schedule, warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
                                seed=int(seed))
     out = Path(out_dir) if out_dir is not None else None
-    trainer = Trainer(net, data, train_config, loss_weights=weights, strategy=strategy, out_dir=out)
+    trainer = Trainer(net, data, train_config, objective=objective, strategy=strategy, out_dir=out)
     run = trainer.run(progress=progress)
     if recalibrate_batches:
-        recalibrate_batch_norm(net, data, batches=int(recalibrate_batches), batch_size=int(batch_size))
+        recalibrate_batch_norm(net, data, batches=int(recalibrate_batches), batch_size=int(batch_size),
+                               network_input=objective.network_input)
     result = FinetuneResult(steps=run.final_step, final_loss=run.final_loss, seconds=run.seconds,
-                            history=run.history, training_checkpoints=run.checkpoints)
+                            history=run.history, training_checkpoints=run.checkpoints, selection=counts)
     if out is None:
         from .backends.keras_backend import KerasBackend
         from .detector import Detector
@@ -370,12 +469,89 @@ def finetune(
                               geometry, train_config, result, saved_model)
 
 
+def _family_parts(meta: str, net: Any, config: Any, dataset: Any, geometry: Any, num_classes: int,
+                  augment: bool, seed: int) -> tuple[Any, Any, bool]:
+    """``(training data, objective, freeze_batchnorm)`` of a meta-architecture, from its config."""
+    from .pipeline_config import model_config
+
+    _, msg = model_config(config)
+    augment_config = _augment_config(config) if augment else None
+    ids = sorted(dataset.categories)
+    if meta == "ssd":
+        from .train.ssd.data import BoxTrainingData
+        from .train.ssd.objective import SsdObjective
+
+        regularize = bool(config.get("train_config.add_regularization_loss", True))
+        data = BoxTrainingData(dataset, geometry, num_classes, category_ids=ids, augment_config=augment_config,
+                               max_boxes=int(config.get("train_config.max_number_of_boxes", 100)), seed=seed)
+        return data, SsdObjective(net, msg, add_regularization_loss=regularize), bool(msg.get("freeze_batchnorm", False))
+    from .train.data import TrainingData
+    from .train.losses import LossWeights
+    from .train.trainer import CenterNetObjective
+
+    weights = LossWeights.from_config(msg)
+    data = TrainingData(dataset, geometry, num_classes, category_ids=ids, augment_config=augment_config,
+                        min_overlap=weights.min_box_overlap_iou, seed=seed)
+    return data, CenterNetObjective(net, weights), False
+
+
+def _config_initializer(hyperparams: Any, seed: int) -> Any:
+    """The Keras initializer a ``conv_hyperparams.initializer`` message names (None when absent)."""
+    import keras
+
+    if hyperparams is None or "initializer" not in hyperparams:
+        return None
+    kind, msg = hyperparams["initializer"].oneof()
+    if kind == "random_normal_initializer":
+        return keras.initializers.RandomNormal(float(msg.get("mean", 0.0)), float(msg.get("stddev", 1.0)), seed=seed)
+    if kind == "truncated_normal_initializer":
+        return keras.initializers.TruncatedNormal(float(msg.get("mean", 0.0)), float(msg.get("stddev", 1.0)), seed=seed)
+    if kind == "variance_scaling_initializer":
+        return keras.initializers.VarianceScaling(
+            scale=float(msg.get("factor", 2.0)), mode=str(msg.get("mode", "FAN_IN")).lower(),
+            distribution="uniform" if bool(msg.get("uniform", False)) else "truncated_normal", seed=seed)
+    return None
+
+
+def reinitialize_new_head(det: Any, config: Any, *, seed: int = 0) -> list[str]:
+    """Give the SSD class-head kernels that the restore re-initialised (another class count) the
+    config's own initializer (the box predictor's ``conv_hyperparams``, e.g. normal with stddev 0.01)
+    instead of a generic one, as the original builds them; their bias keeps
+    ``class_prediction_bias_init``. Returns the keys re-drawn."""
+    from .pipeline_config import model_config
+
+    meta, msg = model_config(config)
+    report = getattr(det, "restore_report", None)
+    skipped = list(getattr(report, "skipped", None) or [])
+    if meta != "ssd" or not skipped:
+        return []
+    _, bp = msg["box_predictor"].oneof()
+    init = _config_initializer(bp["conv_hyperparams"] if "conv_hyperparams" in bp else None, seed)
+    if init is None:
+        return []
+    variables = det.net.checkpoint_map()
+    redrawn = []
+    for key in skipped:
+        variable = variables.get(key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE"))
+        if variable is not None and key.endswith(("kernel", "pointwise_kernel", "depthwise_kernel")):
+            variable.assign(init(tuple(variable.shape), dtype=variable.dtype))
+            redrawn.append(key)
+    return redrawn
+
+
 def _base_name(model_or_name: Any) -> str:
     text = getattr(getattr(model_or_name, "spec", None), "name", None) or str(model_or_name)
     base = Path(text).name
     for suffix in (".tar.gz", ".tgz", ".config"):
         base = base.removesuffix(suffix)
     return "".join(c if c.isalnum() or c in "_.-" else "_" for c in base) or "model"
+
+
+def _export_size(geometry: Any) -> tuple[int, int] | None:
+    """The input size to write into the exported config: the export writes a square size as a padded
+    keep-aspect resizer, so a square fixed-shape resizer (SSD's) is left as the config has it."""
+    square_fixed = geometry.resizer == "fixed_shape" and geometry.height == geometry.width
+    return None if square_fixed else (geometry.height, geometry.width)
 
 
 def _export_and_reload(net: Any, config: Any, labels: Mapping[int, str], out: Path, name: str, geometry: Any,
@@ -385,7 +561,7 @@ def _export_and_reload(net: Any, config: Any, labels: Mapping[int, str], out: Pa
     from .registry import parse_registry_file
 
     exported = export_model(net, out / name, config=config, label_map=labels,
-                            input_size=(geometry.height, geometry.width), batch_size=train_config.batch_size,
+                            input_size=_export_size(geometry), batch_size=train_config.batch_size,
                             num_steps=train_config.steps, saved_model=saved_model)
     tarball, sha, size = make_tarball(exported.folder, out / f"{name}.tar.gz")
     entry = registry_entry(name, tarball, config=exported.pipeline_config, label_map=labels, sha256=sha,
