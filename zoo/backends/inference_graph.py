@@ -158,7 +158,8 @@ def _kernel_op(layer: Any, x: tf.Tensor, dtype: tf.DType = tf.float32) -> tuple[
         return x, tf.convert_to_tensor(layer.pointwise_kernel), None
     kernel = tf.convert_to_tensor(layer.kernel)
     if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return x, kernel, tf.shape(kernel)[2:]  # output channel c*m+j <- input channel c, multiplier j
+        # output channel c*m+j <- input channel c, multiplier j; static, so tracing adds no shape ops
+        return x, kernel, tuple(int(d) for d in layer.kernel.shape[2:])
     return x, kernel, None
 
 
