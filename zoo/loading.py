@@ -188,7 +188,8 @@ def load(
     folder = _model_folder(source, cache_dir=cache_dir, offline=offline, progress=progress, force=force)
     if spec is None:
         spec = _spec_for_folder(folder)
-    with _damage_reported(folder):
+    given_folder = isinstance(source, (str, os.PathLike)) and Path(source).is_dir()
+    with _damage_reported(folder, cache_entry=not given_folder):
         if backend == "saved_model":
             from .backends.saved_model_backend import SavedModelBackend
 
@@ -206,15 +207,16 @@ def load(
 
 
 @contextmanager
-def _damage_reported(folder: Path) -> Iterator[None]:
+def _damage_reported(folder: Path, *, cache_entry: bool) -> Iterator[None]:
     """Turn a failed load from a cache entry whose files no longer match its manifest (bit rot the
-    cheap load check cannot see) into IntegrityError naming the entry and the repair command."""
+    cheap load check cannot see) into IntegrityError naming the entry and the repair command. A
+    folder the user gave is theirs to edit: its errors pass through unchanged."""
     try:
         yield
     except Exception as exc:
         from .hub.cache import MANIFEST_NAME, full_verify
 
-        if not (folder / MANIFEST_NAME).is_file():
+        if not cache_entry or not (folder / MANIFEST_NAME).is_file():
             raise  # not a cache entry: nothing to compare with
         report = full_verify(folder)
         if report.ok:

@@ -113,7 +113,7 @@ def test_float_images_are_in_zero_one() -> None:
 
 
 def test_oversized_header_is_refused_before_decoding(tmp_path: Path) -> None:
-    from tests.test_cli_inputs import png_claiming
+    from tests.cli.test_inputs import png_claiming
     from zoo.images import MAX_IMAGE_PIXELS, check_image_file
 
     for side in (20000, 9000):  # beyond PIL's own limit, and beyond odzoo's

@@ -5,7 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent.parent / "zoo" / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "zoo" / "assets"
 
 
 def test_packaged_demo_model_matches_its_facts():

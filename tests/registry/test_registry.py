@@ -12,7 +12,7 @@ import zoo
 from zoo import pipeline_config, registry
 from zoo.errors import RegistryError, UnknownModelError
 
-from .conftest import CONFIGS, REFERENCE
+from tests.conftest import CONFIGS, REFERENCE
 
 ROWS = list(csv.DictReader(open(REFERENCE / "tf2_zoo.tsv", encoding="utf-8"), delimiter="\t"))
 

@@ -6,7 +6,7 @@ import pytest
 from zoo import pipeline_config
 from zoo.errors import ConfigError
 
-from .conftest import CONFIGS
+from tests.conftest import CONFIGS
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*/pipeline.config")), ids=lambda p: p.parent.name)
