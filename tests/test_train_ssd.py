@@ -205,45 +205,107 @@ def test_ssd_loss_normalizes_by_matches_and_code_size():
 LABELS = {1: "circle", 2: "square", 3: "triangle"}
 
 
-def test_few_shot_finetune_trains_only_the_heads(tmp_path):
-    """The few-shot recipe on the stand-in zoo archive: backbone, FPN, towers and box head restored,
-    class head new, only the box and class heads trained (BatchNorm frozen)."""
+@pytest.fixture(scope="module")
+def few_shot(tmp_path_factory):
+    """The few-shot recipe on the stand-in zoo archive (extracted into a private cache): backbone,
+    FPN, towers and box head restored, class head new, only the box and class heads trained."""
     import zoo
     from zoo.datasets.coco import CocoDataset
     from zoo.datasets.synthetic import make_shapes_dataset
-    from zoo.fine_tuning import _geometry, head_layers, reinitialize_new_head
+    from zoo.fine_tuning import _geometry, reinitialize_new_head
     from zoo.train.ssd.data import BoxTrainingData
     from zoo.train.ssd.objective import SsdObjective
 
-    train = make_shapes_dataset(tmp_path / "train", 4, seed=5, image_size=160)
-    det = zoo.load(str(FIXTURES / "tarballs" / f"{FPNLITE}.tar.gz"), num_classes=3, label_map=LABELS)
-    skipped = set(det.restore_report.skipped)
-    assert skipped and all("_class_predictor_layers" in k for k in skipped)  # only the class head is new
+    root = tmp_path_factory.mktemp("ssd_few_shot")
+    train = make_shapes_dataset(root / "train", 4, seed=5, image_size=160)
+    det = zoo.load(str(FIXTURES / "tarballs" / f"{FPNLITE}.tar.gz"), num_classes=3, label_map=LABELS,
+                   cache_dir=root / "cache")
     config = load(det.model_dir / "pipeline.config")
-    assert reinitialize_new_head(det, config)  # the config's initializer, as zoo.finetune does
+    redrawn = reinitialize_new_head(det, config)  # the config's initializer, as zoo.finetune does
     net = det.net
-
     objective = SsdObjective(net, model_config(config)[1])
     data = BoxTrainingData(CocoDataset(train / "annotations.json", train / "images"), _geometry(net, None), 3,
                            augment_config=None)
     batch = next(iter(data.tf_dataset(4, shuffle=False, repeat=False, augmented=False)))
     before = {k: float(v) for k, v in objective(batch, training=False).items()}
-    weights = {id(v): (v.path, np.array(v.numpy())) for v in net.keras_model.weights}
-
+    weights = {id(v): np.array(v.numpy()) for v in net.keras_model.weights}
+    skipped = set(det.restore_report.skipped)
     tuned = zoo.finetune(det, train / "annotations.json", images=train / "images", steps=8, batch_size=2,
                          learning_rate=5e-3, trainable="heads", progress=False)
     after = {k: float(v) for k, v in objective(batch, training=False).items()}
+    return {"det": tuned, "net": net, "config": config, "before": before, "after": after, "weights": weights,
+            "skipped": skipped, "redrawn": redrawn, "train": train, "root": root}
+
+
+def test_few_shot_finetune_lowers_the_loss_and_trains_only_the_heads(few_shot):
+    from zoo.fine_tuning import head_layers
+
+    before, after, net = few_shot["before"], few_shot["after"], few_shot["net"]
     print(f"loss before {before} after {after}")
+    assert few_shot["skipped"] and all("_class_predictor_layers" in k for k in few_shot["skipped"])  # only the class head is new
+    assert few_shot["redrawn"] and all(k in few_shot["skipped"] for k in few_shot["redrawn"])
     assert after["total"] < 0.85 * before["total"]
     assert after["classification"] < before["classification"]
     assert after["localization"] < before["localization"]
-
     heads = {id(v) for layer in head_layers(net) for v in layer.weights}
-    changed = {i for i, (_, w) in weights.items() if not np.array_equal(w, np.asarray(_variable(net, i)))}
+    now = {id(v): v.numpy() for v in net.keras_model.weights}
+    changed = {i for i, w in few_shot["weights"].items() if not np.array_equal(w, now[i])}
     assert changed == heads  # every head variable moved, nothing else (BatchNorm statistics included)
-    assert tuned.finetune_result.selection["trainable"] == len(heads)
-    assert tuned.finetune_result.selection["frozen_batch_norms"] > 0
+    selection = few_shot["det"].finetune_result.selection
+    assert selection["trainable"] == len(heads) and selection["frozen_batch_norms"] > 0
 
 
-def _variable(net, ident):
-    return next(v for v in net.keras_model.weights if id(v) == ident).numpy()
+def test_fine_tuned_ssd_round_trips_through_the_zoo_layout(few_shot):
+    import zoo
+    from PIL import Image
+
+    from zoo.export import export_model
+
+    folder = few_shot["root"] / "exported"
+    export_model(few_shot["det"], folder, config=few_shot["config"], label_map=LABELS, saved_model=False)
+    exported = load(folder / "pipeline.config")
+    assert exported.get("model.ssd.num_classes") == 3
+    assert exported.get("model.ssd.image_resizer.fixed_shape_resizer.height") == 320
+    back = zoo.load(folder)  # strict: every key of the checkpoint fits
+    assert not back.restore_report.skipped
+    image = np.asarray(Image.open(next((few_shot["train"] / "images").iterdir())).convert("RGB"))
+    mine, loaded = few_shot["det"].detect(image), back.detect(image)
+    assert len(mine) == len(loaded) > 0
+    np.testing.assert_allclose(loaded.scores, mine.scores, atol=1e-5)
+    np.testing.assert_allclose(loaded.boxes_normalized, mine.boxes_normalized, atol=1e-5)
+    assert list(loaded.labels) == list(mine.labels) and set(mine.labels) <= set(LABELS.values())
+
+
+def test_trainable_choices_are_checked_before_any_work(tmp_path):
+    import zoo
+    from zoo.errors import ArgumentError
+    from zoo.fine_tuning import check_trainable, check_trainable_selection
+
+    check_trainable(FPNLITE)  # SSD-family models can be fine-tuned
+    assert check_trainable_selection("heads") == "heads"
+    assert check_trainable_selection(["model/_box_predictor/*"]) == ("model/_box_predictor/*",)
+    for bad in ("head", [], [""], 3):
+        with pytest.raises(ArgumentError, match="trainable must be one of all, heads"):
+            zoo.finetune(FPNLITE, tmp_path / "missing.json", images=tmp_path, steps=1, trainable=bad)
+
+
+def test_trainable_patterns_and_frozen_batch_norm(few_shot):
+    import keras
+
+    from zoo.errors import ArgumentError
+    from zoo.fine_tuning import select_trainable
+
+    net = few_shot["net"]
+    box_head = select_trainable(net, ["model/_box_predictor/_box_prediction_head/*"])
+    assert box_head["trainable"] == 3  # depthwise and pointwise kernels and bias of the box head
+    assert {v.path.split("/")[0] for v in net.keras_model.trainable_variables} == {"BoxPredictor"}
+    everything = select_trainable(net, "all")
+    bns = [l for l in net.keras_model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    assert everything["frozen_batch_norms"] == 0 and all(l.trainable for l in bns)
+    bn_parameters = sum(len(l.trainable_weights) for l in bns)  # gamma and beta
+    assert bn_parameters > 0
+    frozen = select_trainable(net, "all", freeze_batchnorm=True)
+    assert frozen["frozen_batch_norms"] == len(bns) and not any(l.trainable for l in bns)
+    assert frozen["trainable"] == everything["trainable"] - bn_parameters
+    with pytest.raises(ArgumentError, match="selects no variable"):
+        select_trainable(net, ["no/such/*"])

@@ -232,6 +232,8 @@ def select_trainable(net: Any, trainable: Any = "all", *, freeze_batchnorm: bool
     names = _variable_names(net) if isinstance(choice, tuple) else {}
     frozen_bn = 0
     for layer in layers:
+        if not layer.weights:
+            continue
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
         if choice == "all":
             chosen = set() if (is_bn and freeze_batchnorm) else {id(v) for v in layer.weights}
