@@ -28,12 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..export.exporter import check_export_options, export
-    from ..loading import load
+    from ..export.exporter import export
 
-    check_export_options(args.format, args.quantize, args.calibration, args.out)  # before loading anything
-    detector = load(args.model, backend="keras", offline=args.offline)
-    result = export(detector, args.format, out=args.out, quantize=args.quantize, calibration=args.calibration)
+    # export() checks every argument (and whether the format can take the model) before loading it
+    result = export(args.model, args.format, out=args.out, quantize=args.quantize, calibration=args.calibration,
+                    offline=args.offline)
     what = "SavedModel (zoo layout)" if result.format == "saved_model" else f"TFLite ({result.quantize})"
     print(f"{result.model}: {what} -> {result.folder}")
     for name in result.files:

@@ -134,6 +134,22 @@ def _export_labels(detector: Any, net: Any) -> dict[int, str]:
 
 
 # ----------------------------------------------------------------------------- export
+def _registry_facts(model: Any) -> tuple[str | None, str]:
+    """``(meta-architecture or None, name)`` of a model given by name, without loading it."""
+    from ..detector import Detector
+
+    if isinstance(model, Detector):
+        return getattr(model.spec, "meta_architecture", None), _model_name(model)
+    from ..errors import ZooError
+    from ..loading import resolve_spec
+
+    try:
+        spec, _ = resolve_spec(model)
+    except ZooError:  # an unknown name fails later, with the loader's own message
+        spec = None
+    return getattr(spec, "meta_architecture", None), str(getattr(spec, "name", None) or model)
+
+
 def _as_detector(model: Any, load_kwargs: Mapping[str, Any]) -> Any:
     from ..detector import Detector
 
@@ -165,10 +181,12 @@ def export(
     work; the output folder is written completely or not at all.
     """
     from ..images import load_image
-    from .tflite_graphs import check_tflite_support
+    from .tflite_graphs import check_tflite_architecture, check_tflite_support
     from .zoo_layout import network_of
 
     options = check_export_options(format, quantize, calibration, out)
+    if options.format == "tflite":
+        check_tflite_architecture(*_registry_facts(model))
     calibration_images = [load_image(path) for path in options.calibration]  # unreadable files fail here
     detector = _as_detector(model, load_kwargs)
     net = network_of(detector)

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import UnsupportedModelError
 
-__all__ = ["TFLITE_FAMILIES", "check_tflite_support", "detection_graph", "family_of", "input_size"]
+__all__ = ["TFLITE_FAMILIES", "check_tflite_architecture", "check_tflite_support", "detection_graph", "family_of", "input_size"]
 
 #: meta-architecture -> what the TFLite graph does after the network
 TFLITE_FAMILIES = {
@@ -57,6 +57,13 @@ def input_size(resizer: Any) -> tuple[int, int] | None:
     """The fixed ``(height, width)`` the resizer produces, or None when it depends on the image."""
     shape = resizer.padded_shape
     return (int(shape[0]), int(shape[1])) if shape else None
+
+
+def check_tflite_architecture(meta_architecture: str | None, model_name: str) -> None:
+    """The cheap check on a registry entry's meta-architecture, before the model is loaded."""
+    if meta_architecture and meta_architecture not in TFLITE_FAMILIES:
+        reason = _REASONS.get(meta_architecture, f"meta-architecture {meta_architecture!r} has no TFLite detection graph")
+        raise UnsupportedModelError(f"{model_name} cannot be exported to TFLite: {reason}; use format saved_model")
 
 
 def check_tflite_support(net: Any, model_name: str) -> None:
@@ -151,30 +158,25 @@ def _sorted(fields: dict[str, Any]) -> dict[str, Any]:
 def _per_class_nms(boxes: Any, scores: Any, config: Any) -> dict[str, Any]:
     """Every class's NMS selection (``max_size_per_class`` rows each, class order, unused rows scored
     -1), concatenated and sorted by score: the candidates :func:`zoo.models.nms.multiclass_nms` keeps.
-    One ``NON_MAX_SUPPRESSION_V5`` inside a loop over the classes."""
+    One ``NON_MAX_SUPPRESSION_V5`` per class."""
     import tensorflow as tf
 
     num_classes = int(scores.shape[1])
     num_boxes = boxes.shape[0]
     per_class = config.max_size_per_class if num_boxes is None else min(config.max_size_per_class, int(num_boxes))
 
-    def one_class(c: Any, chosen: Any, chosen_scores: Any) -> tuple[Any, Any, Any]:
+    chosen, chosen_scores = [], []
+    for c in range(num_classes):  # unrolled: the quantizer cannot calibrate a WHILE loop
         selected, selected_scores, count = tf.raw_ops.NonMaxSuppressionV5(
-            boxes=boxes, scores=tf.gather(scores, c, axis=1), max_output_size=per_class,
+            boxes=boxes, scores=scores[:, c], max_output_size=per_class,
             iou_threshold=config.iou_thresh, score_threshold=config.score_thresh,
             soft_nms_sigma=0.0, pad_to_max_output_size=True,
         )
         valid = tf.range(per_class) < count
-        chosen = tf.concat([chosen, tf.where(valid, selected, tf.zeros_like(selected))], 0)
-        chosen_scores = tf.concat([chosen_scores, tf.where(valid, selected_scores, -tf.ones_like(selected_scores))], 0)
-        return c + 1, chosen, chosen_scores
-
-    _, flat, flat_scores = tf.while_loop(
-        lambda c, *_: c < num_classes,
-        one_class,
-        (tf.constant(0), tf.zeros([0], tf.int32), tf.zeros([0], tf.float32)),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None])),
-    )
+        chosen.append(tf.where(valid, selected, tf.zeros_like(selected)))
+        chosen_scores.append(tf.where(valid, selected_scores, -tf.ones_like(selected_scores)))
+    flat = tf.concat(chosen, 0)
+    flat_scores = tf.concat(chosen_scores, 0)
     classes = tf.repeat(tf.range(num_classes, dtype=tf.float32), per_class)
     fields = {"boxes": tf.gather(boxes, flat), "scores": flat_scores, "classes": classes}
     return _sorted(fields)
