@@ -63,6 +63,23 @@ def test_in_memory_model_and_export_give_the_same_detections(trained, tmp_path):
         assert a.labels == c.labels
 
 
+def test_a_model_folder_names_its_classes_from_its_label_map(trained, tmp_path):
+    """Loaded from its folder without label_map=, a fine-tuned model uses the folder's
+    label_map.pbtxt (not the COCO names of its class ids)."""
+    import zoo
+
+    result = export_model(trained["det"], tmp_path / "shapes", config=trained["config"], label_map=LABELS,
+                          saved_model=False)
+    for det in (zoo.load(result.folder), zoo.load(str(result.folder))):
+        assert det.label_map == LABELS
+        found = det.detect(trained["images"][0])
+        assert len(found) and set(found.labels) <= set(LABELS.values())
+        assert "person" not in found.labels
+    (result.folder / "label_map.pbtxt").write_text('item { id: 1 name: "one" }\nitem { id: 3 display_name: "three" }\n')
+    assert zoo.load(result.folder).label_map == {1: "one", 3: "three"}
+    assert zoo.load(result.folder, label_map={1: "given"}).label_map == {1: "given"}
+
+
 def test_checkpoint_keys_are_exactly_the_map(tmp_path):
     from zoo.checkpoint import read_checkpoint_keys
 
