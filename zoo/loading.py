@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends import BACKENDS
 from .detector import Detector
@@ -21,29 +21,18 @@ from .errors import (
     UnknownModelError,
     UnsupportedModelError,
 )
+from .model_ref import parse_model_ref
+
+if TYPE_CHECKING:
+    from .registry import ModelSpec
 
 __all__ = ["build_keras_detector", "load", "resolve_spec"]
 
 
-def resolve_spec(name_or_source: Any) -> tuple[Any, Any]:
+def resolve_spec(name_or_source: Any) -> tuple[ModelSpec | None, Any]:
     """``(spec or None, source for zoo.hub.fetch)``: a registry entry if the name is known."""
-    from .registry import ModelSpec, get
-
-    if isinstance(name_or_source, ModelSpec):
-        return name_or_source, name_or_source
-    if isinstance(name_or_source, os.PathLike):
-        return None, Path(name_or_source)
-    if not isinstance(name_or_source, str) or not name_or_source:
-        raise UnknownModelError(f"expected a model name, URL, archive or folder, got {name_or_source!r}")
-    looks_like_source = "://" in name_or_source or os.sep in name_or_source or name_or_source.endswith(".tar.gz")
-    if not looks_like_source:
-        try:
-            spec = get(name_or_source)
-            return spec, spec
-        except UnknownModelError:
-            if not Path(name_or_source).exists():
-                raise
-    return None, name_or_source
+    ref = parse_model_ref(name_or_source)
+    return ref.spec, ref.source
 
 
 def _model_folder(source: Any, *, cache_dir: Any, offline: bool | None, progress: bool | None, force: bool) -> Path:

@@ -16,6 +16,7 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -194,9 +195,14 @@ def protocol(detector: Any | None, dataset: CocoDataset | None, options: BenchOp
 
 # ----------------------------------------------------------------------------- one model
 def acquire(name: str, backend: str | None) -> tuple[Any, dict[str, float | None]]:
-    """Download (timed) then load from the cache (timed) a model named in the registry."""
+    """Download (timed) then load from the cache (timed) a model named in the registry; a folder
+    written by ``odzoo export`` runs on its own backend (tflite / saved_model) unless one is given."""
     import zoo
 
+    if backend is None:
+        from ..export.exporter import exported_backend
+
+        backend = exported_backend(name)
     _, download_s = lat.time_call(lambda: zoo.download(name))
     kwargs = {} if backend is None else {"backend": backend}
     detector, load_s = lat.time_call(lambda: zoo.load(name, **kwargs))
@@ -308,11 +314,12 @@ def resolve_models(patterns: Sequence[str]) -> list[str]:
 
     Local archives, model folders and URLs are kept as they are.
     """
-    from ..registry import get, list_models
+    from ..model_ref import URL_SCHEMES, parse_model_ref
+    from ..registry import list_models
 
     names: list[str] = []
     for pattern in patterns:
-        if "://" in pattern or Path(pattern).exists():
+        if urlsplit(pattern).scheme in URL_SCHEMES or Path(pattern).exists():
             found = [pattern]  # an archive, folder or URL: zoo.download / zoo.load take it as is
         elif any(ch in pattern for ch in "*?["):
             found = [s.name for s in list_models(pattern)]
@@ -321,7 +328,7 @@ def resolve_models(patterns: Sequence[str]) -> list[str]:
 
                 raise UnknownModelError(f"no model matches {pattern!r}; run 'odzoo list' to see every model")
         else:
-            found = [get(pattern).name]
+            found = [parse_model_ref(pattern).spec.name]
         names += [n for n in found if n not in names]
     return names
 

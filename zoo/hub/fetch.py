@@ -49,8 +49,8 @@ from zoo.hub.extract import Limits, extract
 from zoo.hub.lock import clean_stale_tmp, hold
 from zoo.hub.mirrors import candidates, is_local
 from zoo.hub.progress import enabled
+from zoo.model_ref import ARCHIVE_SUFFIXES, parse_model_ref
 
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Source:
 def archive_basename(path_or_url: str) -> str:
     """``.../name.tar.gz`` -> ``name``."""
     base = os.path.basename(urlsplit(path_or_url).path if "://" in path_or_url else path_or_url)
-    for suffix in _ARCHIVE_SUFFIXES:
+    for suffix in ARCHIVE_SUFFIXES:
         if base.endswith(suffix):
             return base[: -len(suffix)]
     return base
@@ -104,29 +104,23 @@ def resolve(source: Any) -> Source | Path:
     """Turn what the user passed into a Source, or a Path for a ready model folder."""
     if isinstance(source, Source):
         return source
-    if isinstance(source, (str, os.PathLike)):
-        text = os.fspath(source)
-        scheme = urlsplit(text).scheme
-        if scheme in ("http", "https", "file"):
-            return Source(name=archive_basename(text), url=text, arg=text)
-        path = Path(text).expanduser()
-        if path.is_dir():
-            if not is_model_folder(path):
-                raise ConfigError(f"{path} does not look like a model folder: it has no "
-                                  "pipeline.config, checkpoint/ or saved_model/")
-            return path.resolve()
-        if path.is_file():
-            path = path.resolve()
-            return Source(name=archive_basename(path.name), url=path.as_uri(), arg=str(path),
-                          local=True)
-        if os.sep in text or text.endswith(_ARCHIVE_SUFFIXES):
-            raise NotCachedError(f"{text}: no such file or folder")
-        from zoo.registry import get
-
-        return source_from_spec(get(text))
-    if hasattr(source, "url") and hasattr(source, "name"):
-        return source_from_spec(source)
-    raise TypeError(f"cannot fetch {source!r}: give a ModelSpec, a name, a URL, an archive or a folder")
+    if not isinstance(source, (str, os.PathLike)) and not (hasattr(source, "url") and hasattr(source, "name")):
+        raise TypeError(f"cannot fetch {source!r}: give a ModelSpec, a name, a URL, an archive or a folder")
+    ref = parse_model_ref(source)
+    if ref.spec is not None:
+        return source_from_spec(ref.spec)
+    if ref.url is not None:
+        return Source(name=archive_basename(ref.url), url=ref.url, arg=ref.url)
+    path = ref.path
+    if path.is_dir():
+        if not is_model_folder(path):
+            raise ConfigError(f"{path} does not look like a model folder: it has no "
+                              "pipeline.config, checkpoint/ or saved_model/")
+        return path.resolve()
+    if path.is_file():
+        path = path.resolve()
+        return Source(name=archive_basename(path.name), url=path.as_uri(), arg=str(path), local=True)
+    raise NotCachedError(f"{ref.text}: no such file or folder")
 
 
 def fetch(source: Any, *, cache_dir: str | os.PathLike | None = None, offline: bool | None = None,
