@@ -309,3 +309,37 @@ def test_trainable_patterns_and_frozen_batch_norm(few_shot):
     assert frozen["trainable"] == everything["trainable"] - bn_parameters
     with pytest.raises(ArgumentError, match="selects no variable"):
         select_trainable(net, ["no/such/*"])
+
+
+def test_box_training_data_scales_boxes_and_reports_the_covered_window(tmp_path):
+    from zoo.datasets.coco import CocoDataset
+    from zoo.datasets.synthetic import make_shapes_dataset
+    from zoo.train.data import InputGeometry
+    from zoo.train.ssd.data import BoxTrainingData
+
+    folder = make_shapes_dataset(tmp_path / "wide", 1, seed=2, image_size=(32, 64))
+    dataset = CocoDataset(folder / "annotations.json", folder / "images")
+    data = BoxTrainingData(dataset, InputGeometry(64, 64, "keep_aspect_ratio"), 3, max_boxes=10,
+                           augment_config=None)
+    ex = data.example(0, 0, augmented=False)
+    anns = dataset.annotations(dataset.image_ids[0])
+    n = len(anns)
+    np.testing.assert_allclose(ex["window"], [0.5, 1.0])  # a 32x64 picture fills the top half of 64x64
+    np.testing.assert_array_equal(ex["weights"], [1.0] * n + [0.0] * (10 - n))
+    x, y, w, h = anns[0]["bbox"]
+    np.testing.assert_allclose(ex["boxes"][0], [y / 32 * 0.5, x / 64, (y + h) / 32 * 0.5, (x + w) / 64], atol=1e-6)
+    assert ex["classes"][0] == sorted(dataset.categories).index(anns[0]["category_id"])
+    assert ex["image"].shape == (64, 64, 3) and not ex["image"][32:].any()
+
+
+def test_cli_refuses_an_unknown_trainable_choice(tmp_path, capsys):
+    from zoo.cli import main
+    from zoo.datasets.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "d", 1, seed=1, image_size=64)
+    code = main(["finetune", "--model", FPNLITE, "--annotations", str(data / "annotations.json"),
+                 "--images", str(data / "images"), "--out", str(tmp_path / "out"), "--steps", "1",
+                 "--trainable", "head"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--trainable must be one of all, heads" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""``odzoo finetune``: fine-tune a zoo CenterNet on a COCO-format dataset and export it."""
+"""``odzoo finetune``: fine-tune a zoo CenterNet or SSD-family model on a COCO-format dataset and export it."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``finetune`` subcommand."""
     p = sub.add_parser(
         "finetune",
-        help="fine-tune a CenterNet on a COCO-format dataset and export it in the zoo layout",
-        description="Fine-tune a zoo CenterNet (or a pipeline.config, from scratch) on COCO-format data; "
+        help="fine-tune a CenterNet or SSD-family model on a COCO-format dataset and export it in the zoo layout",
+        description="Fine-tune a zoo CenterNet or SSD/RetinaNet/EfficientDet (or a pipeline.config, from scratch) "
+                    "on COCO-format data; "
                     "writes OUT/train/ (training checkpoints), OUT/NAME/ (zoo layout), OUT/NAME.tar.gz and "
                     "OUT/registry.yaml (use it with ODZOO_REGISTRY to load the result by name).",
     )
@@ -37,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train and export at PX x PX (a multiple of 32)")
     p.add_argument("--checkpoint-every", type=whole(minimum=1), metavar="N",
                    help="save a training checkpoint every N steps")
+    p.add_argument("--trainable", default="all", metavar="WHAT",
+                   help="what trains: all (default), heads (only the prediction heads, BatchNorm frozen: the "
+                        "few-shot recipe) or comma-separated glob patterns of variable names")
     p.add_argument("--no-augment", action="store_true", help="no flip / crop / colour augmentation")
     p.add_argument("--seed", type=whole(minimum=0), default=0, help="random seed (default 0)")
     p.add_argument("--no-saved-model", action="store_true", help="skip the saved_model/ export")
@@ -46,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train, export, print where things went."""
     from .. import settings
-    from ..fine_tuning import check_arguments, check_trainable, finetune
+    from ..fine_tuning import check_arguments, check_trainable, check_trainable_selection, finetune
 
     input_file("--annotations", args.annotations, "COCO annotations JSON")
     input_folder("--images", args.images, "training images")
@@ -56,12 +60,15 @@ def run(args: argparse.Namespace) -> int:
                      checkpoint_every=args.checkpoint_every, out_dir=args.out, name=args.name,
                      input_size=args.input_size, seed=args.seed, recalibrate_batches=25, as_options=True)
     check_trainable(args.model)
+    patterns = any(c in args.trainable for c in "*?[/")  # a bare word must be a choice (catches typos)
+    trainable = check_trainable_selection(
+        [p for p in args.trainable.split(",") if p.strip()] if patterns else args.trainable, as_options=True)
     det = finetune(
         args.model, args.annotations, images=args.images, num_classes=args.num_classes, steps=args.steps,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule,
         warmup_steps=args.warmup_steps, augment=not args.no_augment, checkpoint_every=args.checkpoint_every,
         out_dir=args.out, name=args.name, progress=not settings.quiet(), input_size=args.input_size, seed=args.seed,
-        saved_model=not args.no_saved_model,
+        saved_model=not args.no_saved_model, trainable=trainable,
     )
     result = det.finetune_result
     out = Path(args.out)

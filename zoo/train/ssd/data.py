@@ -2,8 +2,10 @@
 
 Anchor targets depend on the model's anchors, so they are assigned in the training graph
 (:mod:`zoo.train.ssd.targets`); each example carries only ``image``, ``boxes`` ``[max_boxes, 4]``
-(normalized to the network input), ``classes`` ``[max_boxes]`` (0-based) and ``weights``
-``[max_boxes]`` (1 for a real box, 0 for padding). Decoding, augmentation, resizing, shuffling and
+(normalized to the network input), ``classes`` ``[max_boxes]`` (0-based), ``weights``
+``[max_boxes]`` (1 for a real box, 0 for padding) and ``window`` ``[2]``: the fraction of the input
+height and width the picture covers (the rest is padding, which the model's preprocessing leaves 0
+after normalization; see :class:`~zoo.train.ssd.objective.SsdObjective`). Decoding, augmentation, resizing, shuffling and
 seeding are those of :class:`~zoo.train.data.TrainingData`.
 """
 from __future__ import annotations
@@ -34,7 +36,8 @@ class BoxTrainingData(TrainingData):
         out_classes = np.zeros((self.max_boxes,), np.int32)
         weights = np.zeros((self.max_boxes,), np.float32)
         out_boxes[:n], out_classes[:n], weights[:n] = boxes, classes, 1.0
-        return {"image": image, "boxes": out_boxes, "classes": out_classes, "weights": weights}
+        return {"image": image, "boxes": out_boxes, "classes": out_classes, "weights": weights,
+                "window": np.array([fy, fx], np.float32)}
 
     def _specs(self) -> dict[str, tuple[tuple[int, ...], Any]]:
         import tensorflow as tf
@@ -45,4 +48,5 @@ class BoxTrainingData(TrainingData):
             "boxes": ((m, 4), tf.float32),
             "classes": ((m,), tf.int32),
             "weights": ((m,), tf.float32),
+            "window": ((2,), tf.float32),
         }

@@ -68,9 +68,22 @@ class SsdObjective:
         self.outputs_probabilities = bp.score_converter == "SIGMOID" or bp.apply_sigmoid_to_scores
         self._regularized = regularization_weights(net, ssd) if add_regularization_loss else {}
 
-    def network_input(self, images: tf.Tensor) -> tf.Tensor:
-        """Training images (RGB 0..255, already at the input size) -> the network's input."""
-        return self.net.preprocess(images)[0]
+    def network_input(self, images: tf.Tensor, window: tf.Tensor | None = None) -> tf.Tensor:
+        """Training images (RGB 0..255, already at the input size) -> the network's input.
+
+        ``window`` ``[B, 2]``: the covered fraction of height and width; the padding beyond it is
+        set to 0 after normalization, as the model's own preprocessing (normalize, then pad) has it.
+        """
+        x = self.net.preprocess(images)[0]
+        if window is None:
+            return x
+        shape = tf.shape(x)
+        rows = (tf.cast(tf.range(shape[1]), tf.float32) + 0.5) / tf.cast(shape[1], tf.float32)
+        cols = (tf.cast(tf.range(shape[2]), tf.float32) + 0.5) / tf.cast(shape[2], tf.float32)
+        window = tf.cast(window, tf.float32)
+        inside = ((rows[tf.newaxis, :, tf.newaxis] < window[:, 0, tf.newaxis, tf.newaxis])
+                  & (cols[tf.newaxis, tf.newaxis, :] < window[:, 1, tf.newaxis, tf.newaxis]))
+        return x * tf.cast(inside, x.dtype)[..., tf.newaxis]
 
     def regularization(self) -> tf.Tensor | None:
         """``sum(0.5 * weight * ||kernel||^2)`` over the trainable regularised kernels, or None."""
@@ -80,7 +93,7 @@ class SsdObjective:
 
     def __call__(self, batch: Mapping[str, tf.Tensor], training: bool = True) -> dict[str, tf.Tensor]:
         net = self.net
-        preds = net.predict(self.network_input(batch["image"]), training=training)
+        preds = net.predict(self.network_input(batch["image"], batch.get("window")), training=training)
         logits = preds[_CLASS_PREDICTIONS]
         if self.outputs_probabilities:  # the box predictor applied a sigmoid: back to logits
             p = tf.clip_by_value(tf.cast(logits, tf.float32), 1e-7, 1.0 - 1e-7)
