@@ -212,7 +212,7 @@ def few_shot(tmp_path_factory):
     import zoo
     from zoo.datasets.coco import CocoDataset
     from zoo.datasets.synthetic import make_shapes_dataset
-    from zoo.fine_tuning import _geometry, reinitialize_new_head
+    from zoo.fine_tuning import _geometry, reinitialize_new_head, select_trainable
     from zoo.train.ssd.data import BoxTrainingData
     from zoo.train.ssd.objective import SsdObjective
 
@@ -227,6 +227,7 @@ def few_shot(tmp_path_factory):
     data = BoxTrainingData(CocoDataset(train / "annotations.json", train / "images"), _geometry(net, None), 3,
                            augment_config=None)
     batch = next(iter(data.tf_dataset(4, shuffle=False, repeat=False, augmented=False)))
+    select_trainable(net, "heads")  # as zoo.finetune will: the regularised kernels are the heads' on both sides
     before = {k: float(v) for k, v in objective(batch, training=False).items()}
     weights = {id(v): np.array(v.numpy()) for v in net.keras_model.weights}
     skipped = set(det.restore_report.skipped)
@@ -245,6 +246,10 @@ def test_few_shot_finetune_lowers_the_loss_and_trains_only_the_heads(few_shot):
     assert few_shot["skipped"] and all("_class_predictor_layers" in k for k in few_shot["skipped"])  # only the class head is new
     assert few_shot["redrawn"] and all(k in few_shot["skipped"] for k in few_shot["redrawn"])
     assert after["total"] < 0.85 * before["total"]
+    # the config's L2 regularisation (weight 4e-5) of the trainable kernels, here the two heads'
+    kernels = [v for layer in head_layers(net) for v in layer.weights if "kernel" in v.path]
+    expected = sum(0.5 * 4e-5 * float(np.sum(np.square(few_shot["weights"][id(v)]))) for v in kernels)
+    assert before["regularization"] == pytest.approx(expected, rel=1e-4)
     assert after["classification"] < before["classification"]
     assert after["localization"] < before["localization"]
     heads = {id(v) for layer in head_layers(net) for v in layer.weights}

@@ -22,7 +22,7 @@ def _l2_weight(hyperparams: Any) -> float:
     """``conv_hyperparams.regularizer.l2_regularizer.weight`` (0 when absent or not L2)."""
     if hyperparams is None or "regularizer" not in hyperparams:
         return 0.0
-    return float(hyperparams.get("l2_regularizer.weight", 0.0)) if "l2_regularizer" in hyperparams["regularizer"] else 0.0
+    return float(hyperparams.get("regularizer.l2_regularizer.weight", 0.0))
 
 
 def regularization_weights(net: Any, ssd: Any) -> dict[int, tuple[Any, float]]:
