@@ -8,7 +8,9 @@ which :func:`output_keys` records next to the file.
 
 Quantization: ``float16`` stores weights as float16; ``dynamic`` stores weights as int8 and
 quantizes activations on the fly; ``int8`` quantizes weights and activations with ranges calibrated
-on images (ops without an int8 kernel, such as NMS, stay float).
+on images. The post-processing stays float (:data:`FLOAT_OPS`): its comparisons against tiny
+thresholds (CenterNet's peak test is ``|heat - max_pool(heat)| < 1e-6``) and the ranking of scores
+would not survive 256 levels.
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OUTPUT_KEYS", "QUANTIZATIONS", "convert", "output_keys", "resize_for_model"]
+__all__ = ["FLOAT_OPS", "OUTPUT_KEYS", "QUANTIZATIONS", "convert", "output_keys", "resize_for_model"]
 
 #: ``--quantize`` choices
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+
+#: TFLite ops kept in float by int8 quantization (the detection post-processing)
+FLOAT_OPS = ("ABS", "LESS", "LOGISTIC", "MAX_POOL_2D", "TOPK_V2", "GATHER", "GATHER_ND", "NON_MAX_SUPPRESSION_V5")
 
 OUTPUT_KEYS = (
     "detection_boxes", "detection_classes", "detection_keypoint_scores", "detection_keypoints",
@@ -82,4 +87,9 @@ def convert(
                 yield list(resize_for_model(net.resizer, image))
 
         converter.representative_dataset = representative
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS)),
+        )
+        return debugger.get_nondebug_quantized_model(), output_keys(concrete)
     return converter.convert(), output_keys(concrete)
