@@ -21,7 +21,7 @@ naming the field.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -266,7 +266,7 @@ class GridAnchors:
                             self.anchor_offset)
 
 
-AnchorGenerator = Union[MultiscaleGridAnchors, SsdAnchors]
+AnchorGenerator = MultiscaleGridAnchors | SsdAnchors
 """The anchor generators of SSD configs (normalized anchors over several feature maps)."""
 
 

@@ -21,8 +21,8 @@ import tensorflow as tf
 from ..errors import ConfigError
 from ..labels import COCO_LABELS, PERSON_KEYPOINTS
 from ..pipeline_config import Message, parse
-from . import registry
-from .fields import ints
+from . import fields, registry
+from .fields import ints, require_blocks
 from .preprocess import Resizer, resize_batch, resizer_from_config
 
 __all__ = [
@@ -248,11 +248,9 @@ def build_centernet(
     msg: Message, *, num_classes: int | None = None, label_map: Mapping[int, str] | None = None
 ) -> CenterNet:
     """A :class:`CenterNet` (weights freshly initialised) from the ``model.center_net`` message."""
-    if "feature_extractor" not in msg:
-        raise ConfigError("center_net config has no feature_extractor block")
+    require_blocks(msg, "center_net", "feature_extractor")
     backbone = get_backbone(msg["feature_extractor"])
-    if "image_resizer" not in msg:
-        raise ConfigError("center_net config has no image_resizer block")
+    require_blocks(msg, "center_net", "image_resizer")
     resizer = resizer_from_config(msg["image_resizer"])
     return CenterNet(centernet_config(msg, num_classes=num_classes, label_map=label_map), backbone, resizer)
 
@@ -269,9 +267,7 @@ def centernet_config(
     msg: Message, *, num_classes: int | None = None, label_map: Mapping[int, str] | None = None
 ) -> CenterNetConfig:
     """Read a ``center_net`` message into a :class:`CenterNetConfig`."""
-    classes = int(num_classes if num_classes is not None else msg.get("num_classes", 0))
-    if classes <= 0:
-        raise ConfigError(f"center_net num_classes must be positive, got {classes}")
+    classes = fields.num_classes(msg, "center_net", num_classes)
     center = msg["object_center_params"] if "object_center_params" in msg else Message()
     heads = [
         HeadSpec(
@@ -345,22 +341,28 @@ def true_image_mask(heatmap: tf.Tensor, true_shapes: tf.Tensor) -> tf.Tensor:
     return tf.cast(mask, heatmap.dtype)[..., tf.newaxis]
 
 
-def top_k_locations(heatmap: tf.Tensor, kernel: int, k: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Top-k local peaks over H*W*C: ``(scores, y, x, channel)``, each ``[B, k]``."""
-    if kernel and kernel > 1:
-        pooled = tf.nn.max_pool2d(heatmap, ksize=kernel, strides=1, padding="SAME")
-        peaks = heatmap * tf.cast(tf.abs(heatmap - pooled) < PEAK_EPSILON, heatmap.dtype)
-    else:
-        peaks = heatmap
-    shape = tf.shape(heatmap)
-    width, channels = shape[2], shape[3]
-    flat_peaks = tf.reshape(peaks, [shape[0], -1])
-    scores, flat = tf.math.top_k(flat_peaks, k=tf.minimum(k, tf.shape(flat_peaks)[1]))
+def _local_peaks(heatmap: tf.Tensor, kernel: int) -> tf.Tensor:
+    """``heatmap`` where it equals its ``kernel`` x ``kernel`` maximum (within :data:`PEAK_EPSILON`), else 0."""
+    if not kernel or kernel <= 1:
+        return heatmap
+    pooled = tf.nn.max_pool2d(heatmap, ksize=kernel, strides=1, padding="SAME")
+    return heatmap * tf.cast(tf.abs(heatmap - pooled) < PEAK_EPSILON, heatmap.dtype)
+
+
+def _decode_flat(flat: tf.Tensor, width: tf.Tensor, channels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Flat ``[H, W, C]`` indices -> ``(y, x, channel)``."""
     pixel = flat // channels
     ys = pixel // width
-    xs = pixel - ys * width
-    cs = flat - pixel * channels
-    return scores, ys, xs, cs
+    return ys, pixel - ys * width, flat - pixel * channels
+
+
+def top_k_locations(heatmap: tf.Tensor, kernel: int, k: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Top-k local peaks over H*W*C: ``(scores, y, x, channel)``, each ``[B, k]``."""
+    peaks = _local_peaks(heatmap, kernel)
+    shape = tf.shape(heatmap)
+    flat_peaks = tf.reshape(peaks, [shape[0], -1])
+    scores, flat = tf.math.top_k(flat_peaks, k=tf.minimum(k, tf.shape(flat_peaks)[1]))
+    return (scores, *_decode_flat(flat, shape[2], shape[3]))
 
 
 def boxes_at_peaks(ys: tf.Tensor, xs: tf.Tensor, sizes: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
@@ -398,11 +400,7 @@ def normalize_strided(boxes: tf.Tensor, stride: int, true_shapes: tf.Tensor) -> 
 # ---------------------------------------------------------------------- keypoints
 def _top_k_per_channel(heatmap: tf.Tensor, kernel: int, k: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Top-k peaks of every channel: ``(scores, y, x, channel)`` each ``[B, C*k]``, channel-major."""
-    if kernel and kernel > 1:
-        pooled = tf.nn.max_pool2d(heatmap, ksize=kernel, strides=1, padding="SAME")
-        peaks = heatmap * tf.cast(tf.abs(heatmap - pooled) < PEAK_EPSILON, heatmap.dtype)
-    else:
-        peaks = heatmap
+    peaks = _local_peaks(heatmap, kernel)
     shape = tf.shape(heatmap)
     batch, width, channels = shape[0], shape[2], shape[3]
     per_channel = tf.reshape(tf.transpose(peaks, [0, 3, 1, 2]), [batch, channels, -1])
@@ -410,11 +408,7 @@ def _top_k_per_channel(heatmap: tf.Tensor, kernel: int, k: int) -> tuple[tf.Tens
     flat = channels * flat + tf.range(channels)[tf.newaxis, :, tf.newaxis]
     scores = tf.reshape(scores, [batch, -1])
     flat = tf.reshape(flat, [batch, -1])
-    pixel = flat // channels
-    ys = pixel // width
-    xs = pixel - ys * width
-    cs = flat - pixel * channels
-    return scores, ys, xs, cs
+    return (scores, *_decode_flat(flat, width, channels))
 
 
 def keypoint_candidates(

@@ -40,14 +40,15 @@ import keras
 import tensorflow as tf
 
 from ..errors import ConfigError, UnsupportedModelError
+from . import fields, registry
 from .anchors import GridAnchors, grid_anchor_generator_from_config
 from .box_coders import FasterRcnnBoxCoder
 from .checkpoint_layout import variable_attributes
 from .fields import f32
 from .layers import ConvHyperparams
-from .nms import NmsConfig, batch_class_specific_nms, batch_multiclass_nms, nms_config_from_config
+from .nms import NmsConfig, batch_class_specific_nms, batch_multiclass_nms
+from .post_processing import post_processing_from_config
 from .preprocess import Resizer, resize_batch, resizer_from_config
-from . import registry
 from .score_converters import convert_scores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,11 +128,8 @@ def _no_batch_norm(hp: ConvHyperparams, field: str) -> None:
 
 def faster_rcnn_config(msg: Message, *, num_classes: int | None = None) -> FasterRcnnConfig:
     """Read a ``faster_rcnn`` message into a :class:`FasterRcnnConfig` (protobuf defaults for absent fields)."""
-    classes = int(num_classes if num_classes is not None else msg.get("num_classes", 0))
-    if classes <= 0:
-        raise ConfigError(f"faster_rcnn num_classes must be positive, got {classes}")
-    if "second_stage_box_predictor" not in msg:
-        raise ConfigError("faster_rcnn config has no second_stage_box_predictor block")
+    classes = fields.num_classes(msg, "faster_rcnn", num_classes)
+    fields.require_blocks(msg, "faster_rcnn", "second_stage_box_predictor")
     kind, bp = msg["second_stage_box_predictor"].oneof()
     if kind != "mask_rcnn_box_predictor":
         raise UnsupportedModelError(f"second stage box predictor {kind!r} has no Keras implementation "
@@ -155,15 +153,7 @@ def faster_rcnn_config(msg: Message, *, num_classes: int | None = None) -> Faste
         raise ConfigError("faster_rcnn initial_crop_size must be set to a positive crop size")
     _no_batch_norm(ConvHyperparams.from_config(bp.get("fc_hyperparams")),
                    "second_stage_box_predictor.fc_hyperparams")
-    post = msg.get("second_stage_post_processing")
-    nms = (nms_config_from_config(post["batch_non_max_suppression"])
-           if post is not None and "batch_non_max_suppression" in post else NmsConfig())
-    score_converter = str(post.get("score_converter", "IDENTITY")).upper() if post is not None else "IDENTITY"
-    if score_converter not in ("IDENTITY", "SIGMOID", "SOFTMAX"):
-        raise ConfigError(f"second_stage_post_processing.score_converter {score_converter} is not supported")
-    logit_scale = f32(post.get("logit_scale", 1.0)) if post is not None else 1.0
-    if logit_scale == 0:
-        raise ConfigError("second_stage_post_processing.logit_scale must be non-zero")
+    post = post_processing_from_config(msg.get("second_stage_post_processing"), "second_stage_post_processing")
     return FasterRcnnConfig(
         num_classes=classes,
         rpn_depth=int(msg.get("first_stage_box_predictor_depth", 512)),
@@ -182,9 +172,9 @@ def faster_rcnn_config(msg: Message, *, num_classes: int | None = None) -> Faste
         use_matmul_crop_and_resize=bool(msg.get("use_matmul_crop_and_resize", False)),
         share_box_across_classes=bool(bp.get("share_box_across_classes", False)),
         use_dropout=bool(bp.get("use_dropout", False)),
-        second_stage_nms=nms,
-        score_converter=score_converter,
-        logit_scale=logit_scale,
+        second_stage_nms=post.nms,
+        score_converter=post.score_converter,
+        logit_scale=post.logit_scale,
         predict_masks=predict_masks,
         **mask_options,
     )
@@ -646,9 +636,7 @@ def build_faster_rcnn(
 ) -> FasterRCNN:
     """A :class:`FasterRCNN` (weights freshly initialised) from the ``model.faster_rcnn`` message
     (``label_map`` is not used: no class-specific settings)."""
-    for field in ("feature_extractor", "image_resizer", "first_stage_anchor_generator"):
-        if field not in msg:
-            raise ConfigError(f"faster_rcnn config has no {field} block")
+    fields.require_blocks(msg, "faster_rcnn", "feature_extractor", "image_resizer", "first_stage_anchor_generator")
     config = faster_rcnn_config(msg, num_classes=num_classes)
     extractor = get_feature_extractor(msg["feature_extractor"])
     return FasterRCNN(

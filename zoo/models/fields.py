@@ -6,10 +6,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from ..errors import ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline_config import Message
 
-__all__ = ["f32", "floats", "ints", "repeated"]
+__all__ = ["f32", "floats", "ints", "num_classes", "repeated", "require_blocks"]
 
 T = TypeVar("T")
 
@@ -35,3 +37,18 @@ def floats(msg: Message, field: str) -> list[float]:
 def ints(msg: Message, field: str, default: tuple[int, ...]) -> tuple[int, ...]:
     """A repeated ``int`` field, ``default`` when absent."""
     return tuple(repeated(msg, field, int)) or default
+
+
+def require_blocks(msg: Message, meta: str, *blocks: str) -> None:
+    """Refuse a ``model.<meta>`` message lacking one of ``blocks``."""
+    for block in blocks:
+        if block not in msg:
+            raise ConfigError(f"{meta} config has no {block} block")
+
+
+def num_classes(msg: Message, meta: str, override: int | None = None) -> int:
+    """The class count: ``override`` when given, else the message's ``num_classes`` (positive)."""
+    classes = int(override if override is not None else msg.get("num_classes", 0))
+    if classes <= 0:
+        raise ConfigError(f"{meta} num_classes must be positive, got {classes}")
+    return classes

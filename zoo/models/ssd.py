@@ -24,14 +24,14 @@ import keras
 import tensorflow as tf
 
 from ..errors import ConfigError, UnsupportedModelError
+from . import fields, registry
 from .anchors import AnchorGenerator, anchor_generator_from_config
 from .box_coders import FasterRcnnBoxCoder, box_coder_from_config
 from .checkpoint_layout import layer_items
-from .fields import f32
 from .layers import ConvHyperparams
-from .nms import NmsConfig, batch_multiclass_nms, nms_config_from_config
+from .nms import NmsConfig, batch_multiclass_nms
+from .post_processing import post_processing_from_config
 from .preprocess import Resizer, resize_batch, resizer_from_config
-from . import registry
 from .score_converters import convert_scores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,31 +162,18 @@ def _box_predictor_config(msg: Message) -> BoxPredictorConfig:
 
 def ssd_config(msg: Message, *, num_classes: int | None = None) -> SsdConfig:
     """Read an ``ssd`` message into an :class:`SsdConfig`."""
-    classes = int(num_classes if num_classes is not None else msg.get("num_classes", 0))
-    if classes <= 0:
-        raise ConfigError(f"ssd num_classes must be positive, got {classes}")
-    if "box_predictor" not in msg:
-        raise ConfigError("ssd config has no box_predictor block")
-    post = msg["post_processing"] if "post_processing" in msg else None
-    nms = (
-        nms_config_from_config(post["batch_non_max_suppression"])
-        if post is not None and "batch_non_max_suppression" in post
-        else NmsConfig()
-    )
-    score_converter = str(post.get("score_converter", "IDENTITY")).upper() if post is not None else "IDENTITY"
-    if score_converter not in ("IDENTITY", "SIGMOID", "SOFTMAX"):
-        raise ConfigError(f"post_processing.score_converter {score_converter} is not supported")
-    logit_scale = f32(post.get("logit_scale", 1.0)) if post is not None else 1.0
-    if logit_scale == 0:
-        raise ConfigError("post_processing.logit_scale must be non-zero")
+    classes = fields.num_classes(msg, "ssd", num_classes)
+    fields.require_blocks(msg, "ssd", "box_predictor")
+    post = post_processing_from_config(msg["post_processing"] if "post_processing" in msg else None,
+                                       "post_processing")
     return SsdConfig(
         num_classes=classes,
         add_background_class=bool(msg.get("add_background_class", True)),
         explicit_background_class=bool(msg.get("explicit_background_class", False)),
         box_predictor=_box_predictor_config(msg["box_predictor"]),
-        score_converter=score_converter,
-        logit_scale=logit_scale,
-        nms=nms,
+        score_converter=post.score_converter,
+        logit_scale=post.logit_scale,
+        nms=post.nms,
     )
 
 
@@ -522,9 +509,7 @@ def build_ssd(
 ) -> SSD:
     """An :class:`SSD` (weights freshly initialised) from the ``model.ssd`` message of a pipeline.config
     (``label_map`` is not used: SSD has no class-specific settings)."""
-    for field in ("feature_extractor", "image_resizer", "anchor_generator", "box_coder"):
-        if field not in msg:
-            raise ConfigError(f"ssd config has no {field} block")
+    fields.require_blocks(msg, "ssd", "feature_extractor", "image_resizer", "anchor_generator", "box_coder")
     fe_msg = msg["feature_extractor"]
     hyperparams = ConvHyperparams.from_config(fe_msg["conv_hyperparams"] if "conv_hyperparams" in fe_msg else None)
     extractor = get_feature_extractor(fe_msg, hyperparams)

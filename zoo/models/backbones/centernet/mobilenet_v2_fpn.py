@@ -18,7 +18,7 @@ for the N-th weighted layer of the MobileNetV2 body, ``_feature_extractor_model/
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
