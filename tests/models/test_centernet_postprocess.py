@@ -8,12 +8,12 @@ import tensorflow as tf
 from zoo.errors import ConfigError
 from zoo.models.centernet import (
     KeypointTask,
-    true_image_mask,
     boxes_at_peaks,
     normalize_strided,
     postprocess_keypoints,
     refine_keypoints,
     top_k_locations,
+    true_image_mask,
 )
 from zoo.models.preprocess import (
     Resizer,

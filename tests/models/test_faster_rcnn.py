@@ -13,100 +13,60 @@ their order, and proposal corners move by ~0.01 px.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CONFIGS, FIXTURES, INPUT_IMAGE
-from PIL import Image
 
+from tests.models.two_stage import check_first_stage, check_proposal_set, matched_detections
+from tests.references import ReferenceRun, check_detections, check_reference, reference_image, zoo_config
 from zoo.checkpoint import restore
 from zoo.errors import CheckpointMismatchError
 from zoo.models.faster_rcnn import FasterRCNN, build_faster_rcnn
 from zoo.models.nms import NmsConfig, batch_class_specific_nms, batch_multiclass_nms
 from zoo.models.preprocess import Resizer
-from zoo.pipeline_config import load, model_config
-
-from .references import check_reference, write_reference_checkpoint
 
 NAME = "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8"
-FIRST_STAGE_KEYS = (
-    "rpn_box_predictor_features_0", "rpn_features_to_crop_0", "feature_maps_0", "rpn_box_encodings",
-    "rpn_objectness_predictions_with_background", "anchors", "image_shape",
-)
 
 
 def _build(name: str = NAME, **kw) -> FasterRCNN:
-    arch, msg = model_config(load(CONFIGS / name / "pipeline.config"))
-    assert arch == "faster_rcnn"
-    return build_faster_rcnn(msg, **kw)
-
-
-def _image() -> np.ndarray:
-    return np.asarray(Image.open(INPUT_IMAGE).convert("RGB"))[np.newaxis]
-
-
-class Run:
-    """The model, its restore report, one forward pass, and the reference."""
-
-    def __init__(self, checkpoint: Path) -> None:
-        self.checkpoint = checkpoint
-        self.model = _build()
-        self.report = restore(self.model.checkpoint_map(), checkpoint, model_variables=self.model.keras_model.weights)
-        self.preprocessed, self.true_shapes = self.model.preprocess(tf.constant(_image()))
-        self.predictions = self.model.predict(self.preprocessed, self.true_shapes)
-        self.detections = {k: v.numpy() for k, v in self.model.postprocess(self.predictions, self.true_shapes).items()}
-        ref = np.load(FIXTURES / NAME / "reference.npz")
-        self.reference = {k: ref[k] for k in ref.files}
-
-    def flat_prediction(self, key: str) -> np.ndarray:
-        name, _, index = key.rpartition("_")
-        if name in self.predictions and isinstance(self.predictions[name], list):
-            return self.predictions[name][int(index)].numpy()
-        return np.asarray(self.predictions[key])
+    return build_faster_rcnn(zoo_config(name, "faster_rcnn"), **kw)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp(NAME)
-    write_reference_checkpoint(NAME, folder)
-    return folder
+def checkpoint(reference_checkpoints: Callable[[str], Path]) -> Path:
+    return reference_checkpoints(NAME)
 
 
 @pytest.fixture(scope="module")
-def run(checkpoint: Path) -> Run:
-    return Run(checkpoint)
+def run(checkpoint: Path) -> ReferenceRun:
+    return ReferenceRun(NAME, checkpoint)
 
 
-def test_strict_restore_consumes_every_key(run: Run) -> None:
+def test_strict_restore_consumes_every_key(run: ReferenceRun) -> None:
     assert run.report.ok and run.report.assigned
-    stored = tf.train.load_checkpoint(str(run.checkpoint / "ckpt-0")).get_variable_to_shape_map()
-    assert len(run.report.matched) == len(stored) - 2  # minus the object graph and save_counter
+    assert len(run.report.matched) == run.stored_keys() - 2  # minus the object graph and save_counter
     assert len(run.model.checkpoint_map()) == len(run.report.matched) == len(run.model.keras_model.weights)
 
 
-def test_preprocessing_matches(run: Run) -> None:
+def test_preprocessing_matches(run: ReferenceRun) -> None:
     np.testing.assert_array_equal(run.true_shapes.numpy(), run.reference["true_image_shapes"])
     check_reference(run.reference, "preprocessed_inputs", run.preprocessed.numpy(), tol=1e-6)
     # resized first, normalized second: the zero padding below the image becomes -mean
     np.testing.assert_allclose(run.preprocessed.numpy()[0, 600, 10], [-123.68, -116.779, -103.939], rtol=1e-6)
 
 
-def test_first_stage_matches(run: Run) -> None:
-    for key in FIRST_STAGE_KEYS:
-        check_reference(run.reference, f"predict/{key}", run.flat_prediction(key))
+def test_first_stage_matches(run: ReferenceRun) -> None:
+    check_first_stage(run)
 
 
-def test_proposals_match(run: Run) -> None:
+def test_proposals_match(run: ReferenceRun) -> None:
     ref = run.reference
-    np.testing.assert_array_equal(run.predictions["num_proposals"].numpy(), ref["predict/num_proposals"])
+    in_place = check_proposal_set(run)
     num = int(ref["predict/num_proposals"][0])
     ours, theirs = run.predictions["proposal_boxes"].numpy()[0], ref["predict/proposal_boxes"][0]
-    in_place = np.abs(ours - theirs).max(axis=1) < 0.05  # pixels
-    assert in_place.mean() > 0.97, f"{np.flatnonzero(~in_place)}"
-    distance = np.abs(ours[:num, None] - theirs[None, :num]).max(axis=2)
-    assert distance.min(axis=0).max() < 0.05 and distance.min(axis=1).max() < 0.05  # same set
     assert not ours[num:].any() and not theirs[num:].any()  # zero padding past num_proposals
     # the rest of predict, end to end, on the proposals that sit where the reference has them
     rows = np.flatnonzero(in_place)
@@ -116,7 +76,7 @@ def test_proposals_match(run: Run) -> None:
         check_reference({key: want}, key, got)
 
 
-def test_second_stage_on_reference_proposals(run: Run) -> None:
+def test_second_stage_on_reference_proposals(run: ReferenceRun) -> None:
     ref = run.reference
     second = run.model.box_prediction(
         run.predictions["rpn_features_to_crop"][0], tf.constant(ref["predict/proposal_boxes_normalized"]),
@@ -126,7 +86,7 @@ def test_second_stage_on_reference_proposals(run: Run) -> None:
         check_reference(ref, f"predict/{key}", second[key].numpy())
 
 
-def test_postprocess_on_reference_predictions_is_exact(run: Run) -> None:
+def test_postprocess_on_reference_predictions_is_exact(run: ReferenceRun) -> None:
     ref = run.reference
     predictions = {
         key: tf.constant(ref[f"predict/{key}"])
@@ -135,29 +95,12 @@ def test_postprocess_on_reference_predictions_is_exact(run: Run) -> None:
     }
     det = {k: v.numpy() for k, v in run.model.postprocess(predictions, tf.constant(ref["true_image_shapes"])).items()}
     assert set(det) == {k.split("/", 1)[1] for k in ref if k.startswith("postprocess/")}
-    np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])
-    np.testing.assert_array_equal(det["detection_classes"], ref["postprocess/detection_classes"])
-    np.testing.assert_array_equal(det["detection_anchor_indices"], ref["postprocess/detection_anchor_indices"])
-    np.testing.assert_allclose(det["detection_scores"], ref["postprocess/detection_scores"], atol=1e-6)
-    np.testing.assert_allclose(det["detection_boxes"], ref["postprocess/detection_boxes"], atol=1e-6)
-    for key in ("raw_detection_boxes", "raw_detection_scores", "detection_multiclass_scores"):
-        check_reference(ref, f"postprocess/{key}", det[key], tol=1e-6)
+    check_detections(det, ref, score_atol=1e-6, box_atol=1e-6, raw_tol=1e-6)
 
 
-def test_end_to_end_detections_match(run: Run) -> None:
+def test_end_to_end_detections_match(run: ReferenceRun) -> None:
     ref, det = run.reference, run.detections
-    np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])
-    num = int(ref["postprocess/num_detections"][0])
-    found = 0
-    for box, score, cls in zip(ref["postprocess/detection_boxes"][0, :num], ref["postprocess/detection_scores"][0, :num],
-                               ref["postprocess/detection_classes"][0, :num]):
-        same = (det["detection_classes"][0, :num] == cls) & (np.abs(det["detection_boxes"][0, :num] - box).max(axis=1) < 1e-3)
-        if same.any():
-            assert np.abs(det["detection_scores"][0, :num][same] - score).min() < 1e-3
-            found += 1
-        else:
-            assert score < 0.1, f"reference detection (class {cls}, score {score}) missing"
-    assert found >= 0.98 * num
+    assert matched_detections(run, missing_below=0.1) >= 0.98
     top = slice(0, 7)  # scores at least 7e-3 apart (and from the 8th): identical order
     np.testing.assert_array_equal(det["detection_classes"][0, top], ref["postprocess/detection_classes"][0, top])
     np.testing.assert_allclose(det["detection_scores"][0, top], ref["postprocess/detection_scores"][0, top], atol=1e-3)
@@ -191,7 +134,7 @@ def test_graph_mode_dynamic_batch_and_size(checkpoint: Path) -> None:
     model = FasterRCNN(config, base.feature_extractor, Resizer("keep_aspect_ratio", 96, 128), base.anchor_generator)
     restore(model.checkpoint_map(), checkpoint, model_variables=model.keras_model.weights)
     fn = tf.function(model.__call__, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-    image = _image()[:, ::4, ::4]
+    image = reference_image()[:, ::4, ::4]
     batch = np.concatenate([image, np.ascontiguousarray(image[:, :, ::-1])], axis=0)
     out = {k: v.numpy() for k, v in fn(tf.constant(batch)).items()}
     single = {k: v.numpy() for k, v in fn(tf.constant(image[:, :100])).items()}  # another size, batch of one

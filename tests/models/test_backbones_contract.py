@@ -11,12 +11,11 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import CONFIGS, MANIFESTS
 from zoo.checkpoint import VALUE_SUFFIX, match_variables
 from zoo.errors import ConfigError
 from zoo.models.centernet import get_backbone
 from zoo.pipeline_config import load, parse
-
-from .conftest import CONFIGS, MANIFESTS
 
 _PREFIX = "model/_feature_extractor/"
 

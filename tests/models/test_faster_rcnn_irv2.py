@@ -7,57 +7,45 @@ stage by stage on the reference's own inputs to each stage (1e-4 relative L2), t
 from __future__ import annotations
 
 import dataclasses
-import gc
 import functools
+import gc
 from collections.abc import Callable
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CONFIGS, FIXTURES, INPUT_IMAGE
-from PIL import Image
 
+from tests.conftest import CONFIGS
+from tests.models.two_stage import check_first_stage, check_proposal_set, matched_detections
+from tests.references import (
+    ReferenceRun,
+    check_detections,
+    check_reference,
+    reference_image,
+    rel_l2,
+    write_reference_checkpoint,
+    zoo_config,
+)
 from zoo.checkpoint import restore
 from zoo.errors import UnsupportedModelError
 from zoo.models.backbones.faster_rcnn.inception_resnet_v2 import keras2_layer_order
 from zoo.models.faster_rcnn import FasterRCNN, build_faster_rcnn
 from zoo.models.nms import NmsConfig
 from zoo.models.preprocess import Resizer
-from zoo.pipeline_config import load, model_config, parse
-
-from .references import check_reference, rel_l2, write_reference_checkpoint
+from zoo.pipeline_config import model_config, parse
 
 MASK_RCNN = "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8"
 NAMES = ("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", "faster_rcnn_inception_resnet_v2_1024x1024_coco17_tpu-8",
          MASK_RCNN)
-FIRST_STAGE_KEYS = (
-    "rpn_box_predictor_features_0", "rpn_features_to_crop_0", "feature_maps_0", "rpn_box_encodings",
-    "rpn_objectness_predictions_with_background", "anchors", "image_shape",
-)
 
 
 def _build(name: str) -> FasterRCNN:
-    arch, msg = model_config(load(CONFIGS / name / "pipeline.config"))
-    assert arch == "faster_rcnn"
-    return build_faster_rcnn(msg)
+    return build_faster_rcnn(zoo_config(name, "faster_rcnn"))
 
 
-class Run:
-    """One model: checkpoint, strict restore report, one forward pass, the reference."""
-
-    def __init__(self, name: str, checkpoint: Path) -> None:
-        self.name = name
-        self.checkpoint = checkpoint
-        self.model = _build(name)
-        self.report = restore(self.model.checkpoint_map(), checkpoint, model_variables=self.model.keras_model.weights)
-        image = np.asarray(Image.open(INPUT_IMAGE).convert("RGB"))[np.newaxis]
-        self.preprocessed, self.true_shapes = self.model.preprocess(tf.constant(image))
-        self.predictions = self.model.predict(self.preprocessed, self.true_shapes)
-        self.detections = {k: v.numpy() for k, v in self.model.postprocess(self.predictions, self.true_shapes).items()}
-        ref = np.load(FIXTURES / name / "reference.npz")
-        self.reference = {k: ref[k] for k in ref.files}
+class Run(ReferenceRun):
+    """A :class:`ReferenceRun` that can also run the second stage on the reference's own proposals."""
 
     @functools.cached_property
     def second_stage_on_reference(self) -> dict[str, tf.Tensor]:
@@ -75,12 +63,6 @@ class Run:
         out["refined_box_encodings"] = self.second_stage_on_reference["refined_box_encodings"]
         out["rpn_features_to_crop"] = self.predictions["rpn_features_to_crop"]
         return out
-
-    def flat_prediction(self, key: str) -> np.ndarray:
-        name, _, index = key.rpartition("_")
-        if name in self.predictions and isinstance(self.predictions[name], list):
-            return self.predictions[name][int(index)].numpy()
-        return np.asarray(self.predictions[key])
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +94,7 @@ def mask_run(runs: Callable[[str], Run]) -> Run:
 
 def test_strict_restore_consumes_every_key(run: Run) -> None:
     assert run.report.ok and run.report.assigned
-    stored = tf.train.load_checkpoint(str(run.checkpoint / "ckpt-0")).get_variable_to_shape_map()
-    assert len(run.report.matched) == len(stored) - 2  # minus the object graph and save_counter
+    assert len(run.report.matched) == run.stored_keys() - 2  # minus the object graph and save_counter
     assert len(run.model.checkpoint_map()) == len(run.report.matched) == len(run.model.keras_model.weights)
     # BatchNorm without gamma, the residual projections with a bias
     keys = run.model.checkpoint_map()
@@ -129,19 +110,12 @@ def test_preprocessing_maps_pixels_to_unit_range(run: Run) -> None:
 
 
 def test_first_stage_matches(run: Run) -> None:
-    for key in FIRST_STAGE_KEYS:
-        check_reference(run.reference, f"predict/{key}", run.flat_prediction(key))
+    check_first_stage(run)
 
 
 def test_proposals_match(run: Run) -> None:
     ref = run.reference
-    np.testing.assert_array_equal(run.predictions["num_proposals"].numpy(), ref["predict/num_proposals"])
-    num = int(ref["predict/num_proposals"][0])
-    ours, theirs = run.predictions["proposal_boxes"].numpy()[0], ref["predict/proposal_boxes"][0]
-    in_place = np.abs(ours - theirs).max(axis=1) < 0.05  # pixels
-    assert in_place.mean() > 0.97, f"{np.flatnonzero(~in_place)}"
-    distance = np.abs(ours[:num, None] - theirs[None, :num]).max(axis=2)
-    assert distance.min(axis=0).max() < 0.05 and distance.min(axis=1).max() < 0.05  # same set
+    in_place = check_proposal_set(run)
     # The native crop (use_matmul_crop_and_resize off) reads 0 for a sample point a rounding error past
     # the last feature row/column, so a proposal on the image's bottom or right edge (1.0) flips
     # between blending the last row and zero with 1e-7 of noise: those rows are compared on the
@@ -171,25 +145,12 @@ def test_postprocess_on_reference_predictions(run: Run) -> None:
     ref = run.reference
     det = {k: v.numpy() for k, v in run.model.postprocess(run.reference_predictions(),
                                                           tf.constant(ref["true_image_shapes"])).items()}
-    np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])
-    np.testing.assert_array_equal(det["detection_classes"], ref["postprocess/detection_classes"])
-    np.testing.assert_array_equal(det["detection_anchor_indices"], ref["postprocess/detection_anchor_indices"])
-    np.testing.assert_allclose(det["detection_scores"], ref["postprocess/detection_scores"], atol=1e-6)
-    np.testing.assert_allclose(det["detection_boxes"], ref["postprocess/detection_boxes"], atol=1e-5)
+    check_detections(det, ref, score_atol=1e-6, box_atol=1e-5)
 
 
 def test_end_to_end_detections_match(run: Run) -> None:
     ref, det = run.reference, run.detections
-    np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])
-    num = int(ref["postprocess/num_detections"][0])
-    found = 0
-    for box, score, cls in zip(ref["postprocess/detection_boxes"][0, :num], ref["postprocess/detection_scores"][0, :num],
-                               ref["postprocess/detection_classes"][0, :num]):
-        same = (det["detection_classes"][0, :num] == cls) & (np.abs(det["detection_boxes"][0, :num] - box).max(axis=1) < 1e-3)
-        if same.any():
-            assert np.abs(det["detection_scores"][0, :num][same] - score).min() < 1e-3
-            found += 1
-    assert found >= 0.95 * num
+    assert matched_detections(run) >= 0.95
     np.testing.assert_allclose(det["detection_scores"][0, :5], ref["postprocess/detection_scores"][0, :5], atol=1e-3)
 
 
@@ -234,7 +195,7 @@ def test_mask_rcnn_graph_mode_dynamic_batch(mask_run: Run) -> None:
     model = FasterRCNN(config, base.feature_extractor, Resizer("fixed_shape", height=96, width=96), base.anchor_generator)
     restore(model.checkpoint_map(), mask_run.checkpoint, model_variables=model.keras_model.weights)
     fn = tf.function(model.__call__, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-    image = np.asarray(Image.open(INPUT_IMAGE).convert("RGB"))[np.newaxis, ::4, ::4]
+    image = reference_image()[:, ::4, ::4]
     pair = {k: v.numpy() for k, v in fn(tf.constant(np.concatenate([image, image[:, ::-1]]))).items()}
     alone = {k: v.numpy() for k, v in fn(tf.constant(image[:, :100])).items()}
     assert len(fn._list_all_concrete_functions()) == 1

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
-from tests.conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS
-from .references import write_reference_checkpoint
+from tests.conftest import CONFIGS, MANIFESTS
+from tests.references import load_reference, reference_error, reference_image
 from zoo.checkpoint import match_variables, restore
 from zoo.errors import UnsupportedModelError
 from zoo.models.builder import build_model
@@ -75,39 +73,18 @@ def test_checkpoint_layout_matches_manifest_strictly(names: list[str]) -> None:
 
 
 # ------------------------------------------------------------------ reference outputs
-@pytest.fixture(scope="session")
-def synth_checkpoints(tmp_path_factory: pytest.TempPathFactory):
-    """Writes (once per session) the seed-0 checkpoint with the fixture's overrides."""
-    root = tmp_path_factory.mktemp("centernet_ckpts")
-    done: dict[str, Path] = {}
-
-    def make(name: str) -> Path:
-        if name not in done:
-            out = root / name
-            write_reference_checkpoint(name, out)
-            done[name] = out
-        return done[name]
-
-    return make
-
-
-def _compare(ref: np.lib.npyio.NpzFile, key: str, mine: np.ndarray) -> None:
+def _compare(ref: dict[str, np.ndarray], key: str, mine: np.ndarray) -> None:
+    """Like :func:`~tests.references.check_reference`, with integer arrays compared exactly, full ones
+    also accepted within 1e-6 absolute, and sampled ones' sum of squares within the tolerance."""
     mine = np.asarray(mine)
-    if key in ref.files:
-        want = ref[key]
-        assert mine.shape == want.shape, f"{key}: shape {mine.shape} != {want.shape}"
-        if want.dtype.kind in "iu":
-            np.testing.assert_array_equal(mine, want, err_msg=key)
-            return
-        norm = np.linalg.norm(want)
-        err = np.linalg.norm(mine.astype(np.float64) - want) / max(norm, 1e-12)
-        assert err <= REL_TOL or np.allclose(mine, want, atol=1e-6), f"{key}: relative L2 error {err:.2e}"
+    assert key in ref or key + "__sample_idx" in ref, f"{key} missing from the reference"
+    if key in ref and ref[key].dtype.kind in "iu":
+        np.testing.assert_array_equal(mine, ref[key], err_msg=key)
         return
-    assert key + "__sample_idx" in ref.files, f"{key} missing from the reference"
-    assert tuple(ref[key + "__shape"]) == mine.shape, key
-    idx, want = ref[key + "__sample_idx"], ref[key + "__sample_val"]
-    got = mine.reshape(-1)[idx]
-    err = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12)
+    err = reference_error(ref, key, mine)
+    if key in ref:
+        assert err <= REL_TOL or np.allclose(mine, ref[key], atol=1e-6), f"{key}: relative L2 error {err:.2e}"
+        return
     assert err <= REL_TOL, f"{key}: sampled relative L2 error {err:.2e}"
     full = mine.astype(np.float64)
     sumsq = float(ref[key + "__sumsq"])
@@ -117,13 +94,13 @@ def _compare(ref: np.lib.npyio.NpzFile, key: str, mine: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("name", REFERENCE_MODELS)
-def test_reproduces_reference_outputs(name: str, synth_checkpoints) -> None:
+def test_reproduces_reference_outputs(name: str, reference_checkpoints) -> None:
     net = build_model(CONFIGS / name / "pipeline.config")
-    report = restore(net.checkpoint_map(), synth_checkpoints(name), model_variables=net.keras_model.weights)
+    report = restore(net.checkpoint_map(), reference_checkpoints(name), model_variables=net.keras_model.weights)
     assert report.ok and len(report.matched) == len(net.keras_model.weights)
 
-    ref = np.load(FIXTURES / name / "reference.npz")
-    image = ref["input_image"] if "input_image" in ref.files else np.asarray(Image.open(INPUT_IMAGE).convert("RGB"))[None]
+    ref = load_reference(name)
+    image = ref["input_image"] if "input_image" in ref else reference_image()
     preprocessed, true_shapes = net.preprocess(tf.constant(image))
     predictions = net.predict(preprocessed)
     post = net.postprocess(predictions, true_shapes)
@@ -135,23 +112,22 @@ def test_reproduces_reference_outputs(name: str, synth_checkpoints) -> None:
         for i, tensor in enumerate(outputs):
             _compare(ref, f"predict/{head}_{i}", tensor.numpy())
             compared += 1
-    heads_in_ref = {k.split("__")[0] for k in ref.files if k.startswith("predict/")}
+    heads_in_ref = {k.split("__")[0] for k in ref if k.startswith("predict/")}
     heads_in_ref = {k for k in heads_in_ref if "extracted_features" not in k and "preprocessed" not in k}
     assert compared == len(heads_in_ref)
     for key, value in post.items():
         _compare(ref, f"postprocess/{key}", value.numpy())
-    assert {f"postprocess/{k}" for k in post} == {k for k in ref.files if k.startswith("postprocess/")}
-    if "predict/extracted_features_0" in ref.files:
+    assert {f"postprocess/{k}" for k in post} == {k for k in ref if k.startswith("postprocess/")}
+    if "predict/extracted_features_0" in ref:
         features = net.backbone_model(preprocessed)
         features = features if isinstance(features, (list, tuple)) else [features]
         _compare(ref, "predict/extracted_features_0", features[0].numpy())
 
 
-def test_padding_quirk_reproduced_zero_area_boxes_in_padding(synth_checkpoints) -> None:
+def test_padding_quirk_reproduced_zero_area_boxes_in_padding() -> None:
     """Centres in the zero padding are not masked (grid indices compared with pixel sizes)."""
     name = REFERENCE_MODELS[0]
-    ref = np.load(FIXTURES / name / "reference.npz")
-    boxes = ref["postprocess/detection_boxes_strided"][0]
+    boxes = load_reference(name)["postprocess/detection_boxes_strided"][0]
     # The reference image is 384x512 inside a 512x512 pad: grid rows >= 96 lie in the padding.
     # The mask keeps every row below 384 (pixels), i.e. all 128 grid rows.
     from zoo.models.centernet import true_image_mask

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import importlib.util
-import json
 import shutil
 from pathlib import Path
 
@@ -27,11 +25,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import CONFIGS
+from tests.references import load_reference, reference_error, reference_image, write_reference_checkpoint
 from zoo.checkpoint import restore
 from zoo.models.builder import build_model
-
-from .conftest import CONFIGS, FIXTURES, INPUT_IMAGE, MANIFESTS, TOOLS
-
 
 # Hourglass pairs: (model whose backbone pass is run, model that reuses the features).
 HOURGLASS_PAIRS = (
@@ -62,23 +59,6 @@ class Run:
     checkpoint_keys: int
 
 
-def _synth_tool():
-    """The shared ``synth_checkpoint.py``, imported in-process (saves a TensorFlow start-up per model)."""
-    spec = importlib.util.spec_from_file_location("synth_checkpoint", TOOLS / "synth_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _synthesize(name: str, out: Path) -> Path:
-    """``synth_checkpoint.py MANIFEST OUT --seed 0 --overrides fixtures/NAME/overrides.npz``."""
-    manifest = json.loads((MANIFESTS / f"{name}.json").read_text())
-    with np.load(FIXTURES / name / "overrides.npz") as z:
-        overrides = {k: z[k] for k in z.files}
-    _synth_tool().write_checkpoint(manifest, str(out), seed=0, overrides=overrides)
-    return out
-
-
 def _checkpoint_key_count(directory: Path) -> int:
     keys = tf.train.load_checkpoint(str(directory / "ckpt-0")).get_variable_to_shape_map()
     return sum(1 for k in keys if k.startswith("model/"))
@@ -86,7 +66,7 @@ def _checkpoint_key_count(directory: Path) -> int:
 
 def _build_and_restore(name: str, workdir: Path):
     """Model built from the zoo config, strictly restored from the synthesized checkpoint."""
-    ckpt = _synthesize(name, workdir / name)
+    ckpt = write_reference_checkpoint(name, workdir / name)
     model = build_model(CONFIGS / name / "pipeline.config")
     report = restore(model.checkpoint_map(), ckpt, model_variables=model.keras_model.variables)
     total = _checkpoint_key_count(ckpt)
@@ -95,7 +75,7 @@ def _build_and_restore(name: str, workdir: Path):
 
 
 def _image() -> tf.Tensor:
-    return tf.io.decode_png(tf.io.read_file(str(INPUT_IMAGE)), channels=3)[tf.newaxis]
+    return tf.constant(reference_image())
 
 
 def _features(model, preprocessed) -> list:
@@ -168,26 +148,12 @@ def results(tmp_path_factory):
     return get
 
 
-def _reference(name: str):
-    return np.load(FIXTURES / name / "reference.npz")
 
-
-def _compare(ref, key: str, value: np.ndarray) -> float:
-    """Relative L2 error of ``value`` against the reference array ``key`` (full or sampled)."""
-    if key in ref.files:
-        want = ref[key]
-        assert value.shape == want.shape, (key, value.shape, want.shape)
-        got = value
-    else:
-        assert value.shape == tuple(ref[key + "__shape"]), (key, value.shape, tuple(ref[key + "__shape"]))
-        want = ref[key + "__sample_val"]
-        got = value.reshape(-1)[ref[key + "__sample_idx"]]
-    return float(np.linalg.norm(got.astype(np.float64) - want) / max(np.linalg.norm(want), 1e-12))
 
 
 def _predict_keys(ref) -> set[str]:
     keys = set()
-    for f in ref.files:
+    for f in ref:
         if f.startswith("predict/") and f != "predict/preprocessed_inputs" and not f.startswith(
                 "predict/preprocessed_inputs__"):
             keys.add(f[len("predict/"):].split("__")[0])
@@ -198,18 +164,18 @@ def _predict_keys(ref) -> set[str]:
 def test_strict_restore_and_preprocessing(name, results):
     run = results(name)
     assert run.restored_keys == run.checkpoint_keys
-    ref = _reference(name)
-    assert _compare(ref, "preprocessed_inputs", run.preprocessed) <= 1e-6
+    ref = load_reference(name)
+    assert reference_error(ref, "preprocessed_inputs", run.preprocessed) <= 1e-6
     np.testing.assert_array_equal(run.true_shapes, ref["true_image_shapes"])
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_features_and_heads_match_the_original(name, results):
     run = results(name)
-    ref = _reference(name)
+    ref = load_reference(name)
     wanted = _predict_keys(ref)
     assert wanted <= set(run.predict), sorted(wanted - set(run.predict))
-    errors = {key: _compare(ref, f"predict/{key}", run.predict[key]) for key in sorted(wanted)}
+    errors = {key: reference_error(ref, f"predict/{key}", run.predict[key]) for key in sorted(wanted)}
     second_stack = name.startswith("centernet_hg104")
     too_large = {
         key: err for key, err in errors.items()
@@ -221,7 +187,7 @@ def test_features_and_heads_match_the_original(name, results):
 @pytest.mark.parametrize("name", MODELS)
 def test_detections_match_the_original(name, results):
     run = results(name)
-    ref = _reference(name)
+    ref = load_reference(name)
     det = run.detections
     tol = 5e-4 if name.startswith("centernet_hg104") else 1e-4
     np.testing.assert_array_equal(det["num_detections"], ref["postprocess/num_detections"])

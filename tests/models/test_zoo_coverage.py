@@ -13,11 +13,10 @@ import keras
 import pytest
 
 import zoo
+from tests.conftest import CONFIGS, MANIFESTS
 from zoo.checkpoint import match_variables
 from zoo.models.builder import build_model
 from zoo.pipeline_config import load
-
-from .conftest import CONFIGS, MANIFESTS
 
 DETECTORS = [s.name for s in zoo.list_models(kind="detector") if s.url.startswith("http")]
 

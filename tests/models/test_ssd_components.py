@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import CONFIGS, FIXTURES
+from tests.conftest import CONFIGS, FIXTURES
 from zoo.errors import ConfigError, UnsupportedModelError
 from zoo.models.anchors import MultiscaleGridAnchors, SsdAnchors, anchor_generator_from_config
 from zoo.models.box_coders import FasterRcnnBoxCoder, box_coder_from_config
@@ -182,7 +182,6 @@ def test_nms_config_errors() -> None:
 
 def test_unsupported_ssd_parts_are_reported() -> None:
     from zoo.models.ssd import build_ssd
-
     from zoo.pipeline_config import parse
 
     text = (CONFIGS / "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8" / "pipeline.config").read_text()
