@@ -6,8 +6,9 @@ The network object (CenterNet, SSD, Faster R-CNN...) is called on the uint8 batc
 The whole path (resize, normalization, network, peak extraction, box and keypoint decoding) runs in a
 single graph traced once for ``[None, None, None, 3]`` uint8 input, so images of any size and any
 batch size reuse one trace. Autograph is off: the graph has no Python control flow on tensors, and
-converting the code would add seconds to the cold start. ``jit_compile=True`` asks XLA to compile it; if XLA rejects the graph the
-backend falls back to the plain graph and says so in ``jit_fallback_reason``.
+converting the code would add seconds to the cold start. ``jit_compile=True`` asks XLA to compile
+it (off by default: on CPUs it is slower); if XLA rejects the graph the backend falls back to the
+plain graph with a ``RuntimeWarning`` and records why in ``jit_fallback_reason``.
 
 ``fold_batchnorm`` picks how the traced graph runs the network (see
 :class:`~zoo.backends.inference_graph.InferenceGraph`): ``"fused"`` (default, also ``True``) emits
@@ -18,7 +19,9 @@ bias (faster still; outputs differ from the unfolded model by float rounding, ~1
 can swap detections whose scores tie within that); ``False`` calls the Keras model as is. The graph
 reads the live variables, so training or restoring weights later is reflected by the next call;
 :attr:`net` and its ``keras_model`` stay the trainable Keras objects. Networks whose ``keras_model``
-is not a functional Keras model run as is.
+is not a functional Keras model run as is; a functional graph the rewrite cannot follow runs as is
+with a ``RuntimeWarning`` (``fold_fallback_reason``), and a Keras without the internals the rewrite
+reads raises :class:`~zoo.backends.inference_graph.KerasInternalsError`.
 
 ``precision="float16"`` / ``"bfloat16"`` runs the network's convolutions in that dtype (weights are
 cast from the float32 variables inside the graph; BatchNorm statistics, pre- and post-processing stay
