@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
 
+from tests.conftest import FIXTURES
 from zoo.detections import Detections
 from zoo.masks import reframe_box_masks
 
@@ -47,7 +47,8 @@ def test_random_masks_and_boxes_equal_the_exporters_paste(seed: int):
         masks = rng.random((n, h, w), dtype=np.float32)
         corners = rng.uniform(-0.3, 1.3, (n, 4)).astype(np.float32)
         kind = rng.integers(0, 4, n)
-        ordered = np.concatenate([np.minimum(corners[:, :2], corners[:, 2:]), np.maximum(corners[:, :2], corners[:, 2:])], 1)
+        low, high = np.minimum(corners[:, :2], corners[:, 2:]), np.maximum(corners[:, :2], corners[:, 2:])
+        ordered = np.concatenate([low, high], 1)
         boxes = np.where((kind > 0)[:, None], ordered, corners)  # a quarter left as drawn: possibly inverted
         boxes[kind == 3, 2] = boxes[kind == 3, 0]  # zero height
         got = reframe_box_masks(masks, boxes, (height, width))
