@@ -3,6 +3,9 @@ config of one, on a COCO-format dataset.
 
     det = zoo.finetune("centernet_mobilenetv2fpn_512x512_coco17_od", "data/annotations.json",
                        images="data/images", num_classes=3, steps=2000, out_dir="runs/shapes")
+    # few-shot: a RetinaNet whose backbone, FPN, towers and box head are kept; only the heads train
+    det = zoo.finetune("ssd_resnet50_v1_fpn_640x640_coco17_tpu-8", "five/annotations.json",
+                       images="five/images", steps=100, batch_size=4, trainable="heads")
 
 Starts from the zoo checkpoint (everything that fits is restored, the class-dependent head layers
 are re-initialised for the new class count), trains the chosen variables (``trainable``: all, the
