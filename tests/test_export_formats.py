@@ -181,3 +181,45 @@ def test_staged_folder_leaves_nothing_on_failure(tmp_path: Path) -> None:
     assert (empty / "done.txt").read_text() == "ok" and sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
     with pytest.raises(ConfigError, match="not empty"), staged_folder(empty):
         pass
+
+
+# ----------------------------------------------------------------------------- the SSD TFLite NMS
+def _nms_case(seed: int, crowded: bool):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    n, classes = 400, 3
+    corner = rng.uniform(0, 0.8, (n, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(0.02, 0.2, (n, 2))], 1)
+    scores = rng.uniform(0.0, 1.0, (n, classes)) ** 4
+    if crowded:  # 300 near-copies of one box hold every class's best scores: the rest lies beyond them
+        boxes[:300] = np.array([0.2, 0.2, 0.6, 0.6]) + rng.normal(0, 0.005, (300, 4))
+        scores[:300] = rng.uniform(0.9, 1.0, (300, classes))
+        scores[300:] *= 0.5
+    return boxes.astype(np.float32), scores.astype(np.float32)
+
+
+@pytest.mark.parametrize("crowded", [False, True])
+def test_tflite_ssd_nms_gives_the_keras_nms_detections(crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-class NMS of the TFLite graph (on each class's best candidates, with the fallback to
+    every box when that could miss a detection) selects exactly what the Keras model's NMS selects."""
+    import functools
+
+    import tensorflow as tf
+
+    from zoo.export import tflite_graphs
+    from zoo.models.nms import NmsConfig, multiclass_nms
+
+    config = NmsConfig(score_thresh=1e-8, iou_thresh=0.5, max_size_per_class=20, max_total_size=30,
+                       change_coordinate_frame=False)
+    boxes, scores = _nms_case(7, crowded)
+    window = tf.constant([0.0, 0.0, 1.0, 1.0])
+    full_calls = []
+    every_box = tflite_graphs._per_class_nms
+    monkeypatch.setattr(tflite_graphs, "_per_class_nms", lambda *a: full_calls.append(1) or every_box(*a))
+    detections = functools.partial(tflite_graphs._detections, window=window, config=config)
+    out, num = tflite_graphs._fast_nms_or_full(tf.constant(boxes), tf.constant(scores), config, detections)
+    assert len(full_calls) == (1 if crowded else 0)  # the fallback runs exactly when it is needed
+    expected, expected_num = multiclass_nms(boxes, scores, config, window)
+    assert int(num) == int(expected_num) == config.max_total_size  # both cases fill the output
+    np.testing.assert_array_equal(out["classes"][: int(num)].numpy(), expected["classes"].numpy())
+    np.testing.assert_array_equal(out["scores"][: int(num)].numpy(), expected["scores"].numpy())
+    np.testing.assert_array_equal(out["boxes"][: int(num)].numpy(), expected["boxes"].numpy())

@@ -214,7 +214,7 @@ def _write(stage: Path, options: ExportOptions, net: Any, cfg: Any, labels: Mapp
         from .tflite_convert import convert
         from .tflite_graphs import input_size
 
-        data, keys = convert(net, quantize=options.quantize, calibration=calibration_images)
+        data, keys = convert(net, quantize=options.quantize, calibration=calibration_images, name=name)
         (stage / "model.tflite").write_bytes(data)
         height, width = input_size(net.resizer)
         facts.update(quantize=options.quantize, outputs=keys, calibration_images=len(calibration_images),

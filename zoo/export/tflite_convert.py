@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UnsupportedModelError
+
 __all__ = ["FLOAT_OPS", "OUTPUT_KEYS", "QUANTIZATIONS", "convert", "output_keys", "resize_for_model"]
 
 #: ``--quantize`` choices
@@ -44,14 +46,14 @@ def resize_for_model(resizer: Any, image: np.ndarray) -> tuple[np.ndarray, np.nd
     return resized.numpy(), shapes.numpy().astype(np.int32)
 
 
-def _traced(net: Any) -> Any:
+def _traced(net: Any, *, fast_nms: bool = True) -> Any:
     import tensorflow as tf
 
     from .tflite_graphs import detection_graph, input_size
 
     height, width = input_size(net.resizer)
     fn = tf.function(
-        detection_graph(net),
+        detection_graph(net, fast_nms=fast_nms),
         input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name="images"),
                          tf.TensorSpec([1, 3], tf.int32, name="true_shapes")],
         autograph=False,
@@ -65,12 +67,13 @@ def output_keys(concrete: Any) -> list[str]:
 
 
 def convert(
-    net: Any, *, quantize: str = "none", calibration: Iterable[np.ndarray] | None = None
+    net: Any, *, quantize: str = "none", calibration: Iterable[np.ndarray] | None = None, name: str = "the model"
 ) -> tuple[bytes, list[str]]:
-    """``(flatbuffer bytes, output keys in order)``. ``calibration``: uint8 ``[H, W, 3]`` images (int8)."""
+    """``(flatbuffer bytes, output keys in order)``. ``calibration``: uint8 ``[H, W, 3]`` images (int8).
+    A graph the converter rejects raises :class:`UnsupportedModelError` naming ``name``."""
     import tensorflow as tf
 
-    concrete = _traced(net)
+    concrete = _traced(net, fast_nms=quantize != "int8")
     # Without a trackable object the converter freezes every variable into a constant; with one it
     # keeps resource variables that the interpreter cannot read back.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
@@ -79,17 +82,22 @@ def convert(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
-        images = list(calibration or [])
+    try:
+        if quantize == "int8":
+            images = list(calibration or [])
 
-        def representative() -> Iterator[list[np.ndarray]]:
-            for image in images:
-                yield list(resize_for_model(net.resizer, image))
+            def representative() -> Iterator[list[np.ndarray]]:
+                for image in images:
+                    yield list(resize_for_model(net.resizer, image))
 
-        converter.representative_dataset = representative
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=representative,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS)),
-        )
-        return debugger.get_nondebug_quantized_model(), output_keys(concrete)
-    return converter.convert(), output_keys(concrete)
+            converter.representative_dataset = representative
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=representative,
+                debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS)),
+            )
+            return debugger.get_nondebug_quantized_model(), output_keys(concrete)
+        return converter.convert(), output_keys(concrete)
+    except Exception as exc:  # the converter raises its own error types (ConverterError, ValueError...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UnsupportedModelError(f"{name} cannot be exported to TFLite: the converter stopped at: {first}; "
+                                    "use format saved_model") from exc

@@ -21,6 +21,7 @@ Families without such a graph raise :class:`~zoo.errors.UnsupportedModelError` f
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,9 @@ TFLITE_FAMILIES = {
     "center_net": "peak extraction and top-k inside the model",
     "ssd": "box decoding and per-class NMS inside the model",
 }
+
+#: SSD fast NMS: candidates per class = this x max_size_per_class
+FAST_NMS_CANDIDATES_PER_DETECTION = 1
 
 _REASONS = {
     "faster_rcnn": "a two-stage model (region proposals, then crop-and-resize per box) has no TFLite "
@@ -78,12 +82,15 @@ def check_tflite_support(net: Any, model_name: str) -> None:
     raise UnsupportedModelError(f"{model_name} cannot be exported to TFLite: {reason}; use format saved_model")
 
 
-def detection_graph(net: Any) -> Callable[[Any, Any], dict[str, Any]]:
+def detection_graph(net: Any, *, fast_nms: bool = True) -> Callable[[Any, Any], dict[str, Any]]:
     """``(images [1, S_h, S_w, 3] float32, true_shapes [1, 3] int32) -> serving outputs`` (1-based
-    float classes) for the TFLite converter."""
+    float classes) for the TFLite converter. ``fast_nms`` (SSD): NMS over each class's best
+    candidates with an exact fallback (see :func:`_fast_nms_or_full`); off for int8, whose
+    quantizer does not take the conditional."""
     import tensorflow as tf
 
-    body = _ssd_detections if family_of(net) == "ssd" else _centernet_detections
+    body = (functools.partial(_ssd_detections, fast_nms=fast_nms) if family_of(net) == "ssd"
+            else _centernet_detections)
 
     def serve(images: Any, true_shapes: Any) -> dict[str, Any]:
         out = body(net, tf.cast(images, tf.float32), tf.cast(true_shapes, tf.int32))
@@ -107,7 +114,7 @@ def _centernet_detections(net: Any, resized: Any, true_shapes: Any) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- SSD
-def _ssd_detections(net: Any, resized: Any, true_shapes: Any) -> dict[str, Any]:
+def _ssd_detections(net: Any, resized: Any, true_shapes: Any, fast_nms: bool = True) -> dict[str, Any]:
     """SSD after its resizer: normalization -> network -> decode -> per-class NMS, TFLite-convertible.
 
     The Keras model normalizes before resizing; the normalization is affine per channel, so it
@@ -132,20 +139,73 @@ def _ssd_detections(net: Any, resized: Any, true_shapes: Any) -> dict[str, Any]:
         scores = scores[:, 1:]
     window = clip_window(preprocessed, true_shapes)[0]
     config = net.config.nms
-    fields = _clip_and_prune(_per_class_nms(boxes, scores, config), window, config.change_coordinate_frame)
+
+    detections = functools.partial(_detections, window=window, config=config)
+    if fast_nms and boxes.shape[0] is not None:
+        out, num = _fast_nms_or_full(boxes, scores, config, detections)
+    else:
+        out, num = detections(_per_class_nms(boxes, scores, config))
+    return {
+        "detection_boxes": out["boxes"][tf.newaxis],
+        "detection_scores": out["scores"][tf.newaxis],
+        "detection_classes": out["classes"][tf.newaxis],
+        "num_detections": num[tf.newaxis],
+    }
+
+
+def _detections(candidates: dict[str, Any], window: Any, config: Any) -> tuple[dict[str, Any], Any]:
+    """NMS candidates -> clipped, pruned, sorted, the first ``max_total_size`` (zero-padded), count."""
+    import tensorflow as tf
+
+    fields = _clip_and_prune(candidates, window, config.change_coordinate_frame)
     valid = tf.reduce_sum(tf.cast(fields["scores"] >= 0, tf.int32))
     num = tf.minimum(valid, config.max_total_size)
     out = {}
     for key, value in fields.items():
-        kept = value[:num]
         pad = [[0, config.max_total_size - num]] + [[0, 0]] * (len(value.shape) - 1)
-        out[key] = tf.pad(kept, pad)[tf.newaxis]
-    return {
-        "detection_boxes": out["boxes"],
-        "detection_scores": out["scores"],
-        "detection_classes": out["classes"],
-        "num_detections": num[tf.newaxis],
-    }
+        out[key] = tf.pad(value[:num], pad)
+    return out, num
+
+
+def _fast_nms_or_full(boxes: Any, scores: Any, config: Any, detections: Callable[..., Any]) -> tuple[Any, Any]:
+    """The per-class NMS on each class's ``K`` best candidates, used when it provably gives the
+    detections of the NMS over every box, else (rarely) the NMS over every box.
+
+    The greedy NMS over a class's best ``K`` candidates selects exactly the first selections of the
+    NMS over all its boxes. It can only miss later selections, scoring at most the ``K``-th
+    candidate's score; those cannot reach the output when that score is below the last of the
+    ``max_total_size`` detections (or when the class already has its ``max_size_per_class``).
+    """
+    import tensorflow as tf
+
+    num_boxes = int(boxes.shape[0])
+    per_class = min(config.max_size_per_class, num_boxes)
+    k = min(num_boxes, FAST_NMS_CANDIDATES_PER_DETECTION * per_class)
+    if k >= num_boxes:
+        return detections(_per_class_nms(boxes, scores, config))
+    num_classes = int(scores.shape[1])
+    top_scores, top_index = tf.math.top_k(tf.transpose(scores), k=k, sorted=True)  # [C, K]
+    chosen, chosen_scores, full = [], [], []
+    for c in range(num_classes):
+        candidates = tf.gather(boxes, top_index[c])
+        selected, selected_scores, count = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=candidates, scores=top_scores[c], max_output_size=per_class,
+            iou_threshold=config.iou_thresh, score_threshold=config.score_thresh,
+            soft_nms_sigma=0.0, pad_to_max_output_size=True,
+        )
+        valid = tf.range(per_class) < count
+        chosen.append(tf.where(valid, tf.gather(top_index[c], selected), tf.zeros_like(selected)))
+        chosen_scores.append(tf.where(valid, selected_scores, -tf.ones_like(selected_scores)))
+        full.append(tf.equal(count, per_class))
+    classes = tf.repeat(tf.range(num_classes, dtype=tf.float32), per_class)
+    flat = tf.concat(chosen, 0)
+    fast, num = detections(_sorted({"boxes": tf.gather(boxes, flat), "scores": tf.concat(chosen_scores, 0),
+                                    "classes": classes}))
+    last = tf.where(tf.equal(num, config.max_total_size), fast["scores"][config.max_total_size - 1],
+                    tf.constant(config.score_thresh, tf.float32))
+    unseen_below = tf.logical_or(tf.stack(full), top_scores[:, k - 1] < last)
+    exact = tf.reduce_all(unseen_below)
+    return tf.cond(exact, lambda: (fast, num), lambda: detections(_per_class_nms(boxes, scores, config)))
 
 
 def _sorted(fields: dict[str, Any]) -> dict[str, Any]:
