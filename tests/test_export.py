@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import CONFIGS
-from tests.test_train_loop import TINY_CONFIG, register_tiny
+from tests.train.test_loop import TINY_CONFIG, register_tiny
 from zoo.export import (
     config_to_text,
     export_model,

@@ -153,7 +153,7 @@ def test_format_a_model_cannot_take_is_refused_before_download(tmp_path: Path, c
 
 
 def test_a_resizer_without_fixed_size_cannot_go_to_tflite(tmp_path: Path) -> None:
-    from tests.test_train_loop import TINY_CONFIG, register_tiny
+    from tests.train.test_loop import TINY_CONFIG, register_tiny
     from zoo.export.tflite_graphs import check_tflite_support
     from zoo.models.builder import build_model
     from zoo.pipeline_config import parse

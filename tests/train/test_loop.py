@@ -24,7 +24,7 @@ from zoo.train.trainer import (
     learning_rate_schedule,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY_TYPE = "tiny_test_backbone"
 
 TINY_CONFIG = """
@@ -156,7 +156,7 @@ def test_mirrored_strategy_two_logical_cpus(shapes, tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         sys.path.insert(0, {str(ROOT)!r})
-        from tests.test_train_loop import register_tiny
+        from tests.train.test_loop import register_tiny
         register_tiny()
         import zoo
         from zoo.datasets.coco import CocoDataset
