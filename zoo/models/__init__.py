@@ -9,7 +9,7 @@
   shared between families in :mod:`~zoo.models.nets`;
 * building blocks: :mod:`~zoo.models.layers` (fused BatchNorm, conv hyperparams),
   :mod:`~zoo.models.fpn`, :mod:`~zoo.models.anchors`, :mod:`~zoo.models.box_coders`,
-  :mod:`~zoo.models.nms`, :mod:`~zoo.models.preprocess` (image resizers),
+  :mod:`~zoo.models.nms`, :mod:`~zoo.models.post_processing`, :mod:`~zoo.models.preprocess` (image resizers),
   :mod:`~zoo.models.score_converters`, :mod:`~zoo.models.checkpoint_layout` (Keras 2 checkpoint
   key names), :mod:`~zoo.models.fields` (pipeline.config numbers).
 """
