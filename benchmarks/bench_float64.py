@@ -15,8 +15,8 @@ post-processing gets the network's outputs rounded to float32, which moves a sco
 float32 evaluation); ``--sensitivity`` a float64 run with every weight scaled by 1 +- 2**-24.
 
 Each run is compared with the original's ``reference.npz``: detection count, classes and anchor indices
-(order); the largest score and box (pixels of the 480x640 input) difference over detections with the
-same anchor and class; the relative L2 distance of the class logits and box encodings on the
+(order); the largest score and box (pixels of the 480x640 input) difference over the ranks holding the
+same anchor and class in both; the relative L2 distance of the class logits and box encodings on the
 reference's sample of them. float32 - float64 is how far float32 arithmetic alone moves the network.
 ``--check`` exits 1 unless, for every model, our float32 run is within ``ROUND_OFF_FACTOR`` times that
 distance of the reference (see :func:`round_off_check`). Prints a Markdown table (docs/numerics.md) and
@@ -150,7 +150,11 @@ def reference(name: str) -> dict[str, np.ndarray]:
 
 
 def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], image_hw: tuple[int, int]) -> dict:
-    """Detections and head outputs of ``a`` against ``b`` (``b``'s detection count)."""
+    """Detections and head outputs of ``a`` against ``b`` (``b``'s detection count).
+
+    Scores and boxes are compared rank by rank, over the ranks where both hold the same anchor and
+    class; the logits' distance covers the whole sample whatever the ranking.
+    """
     n = int(b["det/num_detections"][0])
     same_class = a["det/detection_classes"][0, :n] == b["det/detection_classes"][0, :n]
     same_anchor = a["det/detection_anchor_indices"][0, :n] == b["det/detection_anchor_indices"][0, :n]
