@@ -198,8 +198,7 @@ def test_real_networks_match_the_unoptimised_model(name: str, cache: Path, image
     # Same detections in the same order; SSD's stand-in amplifies rounding (see below), hence 1e-4 there
     # (the tolerance its agreement with the exported SavedModel is tested with).
     tol = 1e-5 if name == CENTERNET else 1e-4
-    for key in ("detection_scores", "detection_boxes", "detection_classes", "num_detections"):
-        np.testing.assert_allclose(fused_out[key], ref[key], rtol=tol, atol=tol, err_msg=key)
+    _same_detections(fused_out, ref, tol)
     # "kernel" changes rounding only: scores agree; detections agree up to the order of near ties.
     kernel_out = kernel.infer(batch)
     np.testing.assert_allclose(np.sort(kernel_out["detection_scores"]), np.sort(ref["detection_scores"]), atol=tol)
@@ -218,6 +217,21 @@ def test_real_networks_match_the_unoptimised_model(name: str, cache: Path, image
             assert err <= max(1e-5, 3 * noise), (mode, key, err, noise)
             if name == CENTERNET:
                 assert err <= 1e-5, (mode, key, err)
+
+
+def _same_detections(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], tol: float) -> None:
+    """Same detections (class, box, score within ``tol``) in the same order, except that two whose
+    reference scores tie within ``tol`` may trade places (SSD's stand-in moves scores by ~1e-5 for a
+    1e-7 relative change anywhere in the network, more than some gaps between neighbouring scores)."""
+    np.testing.assert_array_equal(got["num_detections"], ref["num_detections"])
+    np.testing.assert_allclose(got["detection_scores"], ref["detection_scores"], atol=tol)
+    ref_scores = ref["detection_scores"][0]
+    for i, (box, cls) in enumerate(zip(got["detection_boxes"][0], got["detection_classes"][0])):
+        same = (np.abs(ref["detection_boxes"][0] - box).max(axis=1) <= tol) & (ref["detection_classes"][0] == cls)
+        ranks = np.flatnonzero(same)
+        assert ranks.size, (i, box, cls)  # the detection exists in the reference
+        j = int(ranks[np.argmin(np.abs(ranks - i))])
+        assert j == i or abs(float(ref_scores[j]) - float(ref_scores[i])) <= tol, (i, j, ref_scores[i], ref_scores[j])
 
 
 def _matched(got: dict[str, np.ndarray], ref: dict[str, np.ndarray], image_index: int, first: int) -> None:
