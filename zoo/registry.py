@@ -95,8 +95,6 @@ class ModelSpec:
     size_bytes: int | None
     license: str
     published: Published
-    box_format: Mapping[str, str]
-    config: Mapping[str, Any]
     source: str
 
     @property
@@ -121,9 +119,9 @@ _REQUIRED = (
     "name", "display_name", "kind", "family", "meta_architecture", "feature_extractor", "input",
     "outputs", "num_classes", "max_detections", "label_map", "url", "archive_top", "sha256",
 )
-_OPTIONAL = ("aliases", "tfhub", "size_bytes", "license", "published", "box_format", "config")
+_OPTIONAL = ("aliases", "tfhub", "size_bytes", "license", "published")
 _TOP_KEYS = ("schema", "defaults", "models")
-_DEFAULT_KEYS = ("license", "box_format", "published_source")
+_DEFAULT_KEYS = ("license", "published_source")
 _INPUT_KEYS = ("resizer", "height", "width", "min_dimension", "max_dimension", "pad_to_max_dimension")
 _PUBLISHED_KEYS = tuple(f.name for f in dataclasses.fields(Published) if f.name != "source")
 
@@ -313,8 +311,6 @@ def _parse_entry(raw: Any, ctx: _Entry, defaults: Mapping[str, Any], base: Path)
     archive_top = _expect(ctx, "archive_top", raw["archive_top"], str)
     if not archive_top or "/" in archive_top or archive_top in (".", ".."):
         raise ctx.fail("archive_top", f"{archive_top!r} must be a single folder name")
-    box_format = raw.get("box_format", defaults.get("box_format", {}))
-    config = _expect(ctx, "config", raw.get("config") or {}, dict)
     if kind == "detector":
         for field in ("input", "num_classes", "max_detections", "label_map"):
             if raw[field] is None:
@@ -339,8 +335,6 @@ def _parse_entry(raw: Any, ctx: _Entry, defaults: Mapping[str, Any], base: Path)
         size_bytes=_positive_int(ctx, "size_bytes", raw.get("size_bytes")),
         license=_expect(ctx, "license", raw.get("license", defaults.get("license", "unknown")), str),
         published=_published(ctx, raw.get("published"), defaults.get("published_source")),
-        box_format=dict(box_format),
-        config=config,
         source=str(ctx.path),
     )
 
