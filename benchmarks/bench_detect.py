@@ -167,7 +167,7 @@ def _pipeline(det, image, tmp: Path, count: int = 16) -> dict:
 def _precision_cost(det, image) -> dict:
     """Agreement with float32 of the detections at lower precision (reference image, CPU)."""
     from zoo.backends.keras_backend import KerasBackend
-    from zoo.bench.agreement import detection_agreement
+    from zoo.agreement import detection_agreement
 
     reference = det.runner.infer(image[None])
     out = {}

@@ -8,7 +8,7 @@ For each model (default: the two stand-in archives of ``../shared`` and the bund
 and each backend it measures the load time, the first call, and the median latency at batch 1 and 8;
 for the keras backend also with XLA (``jit_compile``) and with ``precision="float16"`` (and their
 combination), each with the agreement of its detections with float32's on the reference image
-(:func:`zoo.bench.agreement.detection_agreement`). Writes ``DIR/device_check.json`` and
+(:func:`zoo.agreement.detection_agreement`). Writes ``DIR/device_check.json`` and
 ``DIR/device_check.md``. A model or setting that fails is recorded with its error; the others still
 run. Settings still waiting when ``--budget-s`` runs out are recorded as skipped for lack of time.
 
@@ -80,7 +80,7 @@ def _check_model(name: str, source: str, image: Any, args: argparse.Namespace, d
     import numpy as np
 
     from zoo.backends.keras_backend import KerasBackend
-    from zoo.bench.agreement import detection_agreement
+    from zoo.agreement import detection_agreement
     from zoo.loading import load
 
     rows: list[dict] = []

@@ -12,7 +12,7 @@ from PIL import Image
 from tests.conftest import FIXTURES, INPUT_IMAGE
 from zoo.backends.inference_graph import InferenceGraph
 from zoo.backends.keras_backend import KerasBackend
-from zoo.bench.agreement import detection_agreement
+from zoo.agreement import detection_agreement
 from zoo.errors import ConfigError
 from zoo.loading import load
 
@@ -77,7 +77,7 @@ def test_agreement_counts_matches_and_order() -> None:
     ref = {"detection_boxes": boxes, "detection_scores": np.array([[0.9, 0.8, 0.7]]),
            "detection_classes": np.array([[1.0, 2.0, 1.0]]), "num_detections": np.array([3.0])}
     assert detection_agreement(ref, ref) == {"compared": 3, "matched": 1.0, "same_order": 1.0, "mean_iou": 1.0,
-                                             "max_score_diff": 0.0}
+                                             "max_box_diff": 0.0, "max_score_diff": 0.0, "max_score_rel": 0.0}
     swapped = {**ref, "detection_scores": np.array([[0.8, 0.9, 0.7]])}  # first two trade places
     moved = {**ref, "detection_classes": np.array([[1.0, 3.0, 1.0]])}  # the second changes class
     assert detection_agreement(ref, swapped)["same_order"] == pytest.approx(1 / 3)

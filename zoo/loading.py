@@ -137,7 +137,8 @@ def load(
     """Load a detector.
 
     ``name_or_source``: registry name or alias, ``ModelSpec``, http(s)/file URL, local ``.tar.gz`` or
-    model folder. ``backend``: ``"keras"`` (our model; CenterNet only), ``"saved_model"`` (any zoo
+    model folder. ``backend``: ``"keras"`` (our Keras model: CenterNet, SSD / EfficientDet /
+    RetinaNet, Faster / Mask R-CNN), ``"saved_model"`` (any zoo
     model with an export), ``"hub"`` or ``"tflite"`` (a folder written by ``odzoo export --format
     tflite``). Class names: ``label_map``, else the folder's ``label_map.pbtxt``, else the registry's.
     ``strict``: a checkpoint that does not match the model exactly raises
@@ -146,7 +147,7 @@ def load(
     the checkpoint's re-initialises the class-dependent head layers and restores everything else.
     ``jit_compile`` (keras backend): compile the detection graph with XLA. ``precision`` (keras
     backend): ``"float16"`` / ``"bfloat16"`` run the network's convolutions in that dtype (for GPUs and
-    TPUs; detections move slightly, see :func:`zoo.bench.agreement.detection_agreement`).
+    TPUs; detections move slightly, see :func:`zoo.agreement.detection_agreement`).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -27,7 +27,7 @@ reads raises :class:`~zoo.backends.inference_graph.KerasInternalsError`.
 cast from the float32 variables inside the graph; BatchNorm statistics, pre- and post-processing stay
 float32; BatchNorm is then folded into the kernels in float32 before the cast, whatever
 ``fold_batchnorm`` says): for GPUs and TPUs, where it is faster. It changes outputs, so it is off by default;
-:func:`zoo.bench.agreement.detection_agreement` measures how far the detections move.
+:func:`zoo.agreement.detection_agreement` measures how far the detections move.
 
 ``sparse_heads=True`` (default, with folding on) lets a box-only CenterNet evaluate its box-size and
 offset heads only at the detected peaks (:mod:`zoo.backends.centernet_sparse`) instead of over the
@@ -36,7 +36,7 @@ whole output grid; the detections are the same (float rounding apart).
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -45,20 +45,24 @@ from ..errors import ConfigError
 from .centernet_sparse import sparse_centernet_call, supports_sparse_heads
 from .inference_graph import MODES, PRECISIONS, InferenceGraph, supports_folding
 
+if TYPE_CHECKING:
+    from ..models.protocols import MetaArchitecture
+
 __all__ = ["KerasBackend"]
 
 _SIGNATURE = [tf.TensorSpec([None, None, None, 3], tf.uint8, name="input_tensor")]
 
 
 class KerasBackend:
-    """Runs a :class:`~zoo.models.centernet.CenterNet` with the serving signature's outputs."""
+    """Runs a model of :mod:`zoo.models` (a :class:`~zoo.models.protocols.MetaArchitecture`) with the
+    serving signature's outputs."""
 
     name = "keras"
     supports_batch = True
 
     def __init__(
         self,
-        net: Any,
+        net: MetaArchitecture,
         *,
         jit_compile: bool = False,
         fold_batchnorm: bool | str = True,

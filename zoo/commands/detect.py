@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..backends import BACKENDS
 from ..errors import ArgumentError
 from .arguments import IMAGE_SUFFIXES, output_file, output_folder, probability, whole
 
@@ -17,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files (PNG, JPEG, ...) or folders of them; decoded in parallel ahead of the model")
     p.add_argument("--model", "-m", required=True, help="registry name or alias, URL, archive or model folder")
-    p.add_argument("--backend", default="keras", choices=("keras", "saved_model", "hub"),
-                   help="keras (our implementation, CenterNet), saved_model (the archive's export, any model), hub")
+    p.add_argument("--backend", default="keras", choices=BACKENDS,
+                   help="keras (our Keras implementation, every family), saved_model (the archive's export), "
+                        "hub (TF Hub), tflite (a folder written by odzoo export --format tflite)")
     p.add_argument("--threshold", "-t", type=probability(), default=0.3,
                    help="minimum score to keep, in [0, 1] (default 0.3)")
     p.add_argument("--max-detections", type=whole(minimum=1), default=None, metavar="N",

@@ -14,7 +14,7 @@ import sys
 import types
 from typing import Any
 
-from .agreement import at_parity, compare_detections, measure_agreement
+from ..agreement import at_parity, compare_detections, measure_agreement
 from .exporter import FORMATS, Exported, check_export_options, export, exported_backend
 from .tflite_convert import QUANTIZATIONS
 from .zoo_layout import (
