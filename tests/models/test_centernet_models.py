@@ -20,7 +20,7 @@ from zoo.pipeline_config import load, model_config
 
 CENTERNET = sorted(p.stem for p in MANIFESTS.glob("centernet_*.json"))
 # Models whose reference we reproduce here (each: one checkpoint write, one forward pass); the
-# MobileNetV2 detector is compared with its SavedModel in test_detector_backends.py.
+# MobileNetV2 detector is compared with its SavedModel in tests/detect/test_backends.py.
 REFERENCE_MODELS = [
     "centernet_resnet50_v1_fpn_512x512_coco17_tpu-8",
     "centernet_resnet101_v1_fpn_512x512_coco17_tpu-8",

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_bench_detector import TruthDetector, jitter_truth
+from tests.bench.test_detector import TruthDetector, jitter_truth
 from zoo.bench.run import detect_dataset
 from zoo.datasets import CocoDataset, make_shapes_dataset
 from zoo.eval import evaluate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = """
 import json, sys
 from zoo.bench.distributed import multiworker_strategy
 strategy = multiworker_strategy()  # first, before any other TensorFlow work
-from tests.test_bench_detector import TruthDetector, jitter_truth
+from tests.bench.test_detector import TruthDetector, jitter_truth
 from zoo.bench import BenchOptions, run_multiworker
 from zoo.datasets import CocoDataset
 ann, images, out = sys.argv[1:4]

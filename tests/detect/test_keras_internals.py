@@ -17,7 +17,7 @@ import pytest
 from zoo.backends.inference_graph import KerasInternalsError, check_keras_internals, supports_folding
 from zoo.backends.keras_backend import KerasBackend
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _functional() -> keras.Model:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_bench_detector import ColourDetector, TruthDetector
+from tests.bench.test_detector import ColourDetector, TruthDetector
 from zoo.bench import BenchOptions, run
 from zoo.bench import latency as lat
 from zoo.bench.distributed import parse_device, worker_info
@@ -170,7 +170,7 @@ class PoseMaskTruth(TruthDetector):
     def detect(self, images, *, score_threshold=0.0, max_detections=None):
         from PIL import ImageDraw
 
-        from tests.test_bench_detector import image_key
+        from tests.bench.test_detector import image_key
         from zoo.detections import Detections
 
         if isinstance(images, list):
