@@ -17,6 +17,8 @@ from zoo.export import measure_agreement
 from zoo.export.output_folder import staged_folder
 from zoo.loading import load
 
+pytestmark = pytest.mark.slow
+
 TARBALLS = FIXTURES / "tarballs"
 SSD = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
 CENTERNET = "centernet_mobilenetv2fpn_512x512_coco17_od"

@@ -5,7 +5,6 @@ import io
 import json
 import os
 import shutil
-import statistics
 import tarfile
 import time
 
@@ -52,17 +51,17 @@ def _flip_byte_keep_stat(path):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def test_cached_load_check_is_cheap(cached, spec):
-    times = []
-    for _ in range(30):
-        t = time.perf_counter()
+def test_cached_load_check_reads_no_file_content(cached, spec, server, monkeypatch):
+    """A load of a whole entry compares sizes and times only (its cost is in benchmarks/bench_hub.py)."""
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("a cached load hashed a file")
+
+    monkeypatch.setattr("zoo.hub.cache.file_sha256", no_hashing)
+    monkeypatch.setattr("zoo.hub.download.file_sha256", no_hashing)
+    for _ in range(3):
         assert fetch(spec) == cached
-        times.append(time.perf_counter() - t)
-    assert statistics.median(times) < 0.010, times
-    t = time.perf_counter()
-    for _ in range(30):
         assert quick_check(cached) is not None
-    assert (time.perf_counter() - t) / 30 < 0.005
+    assert server.count() == 0  # and asks the network nothing
 
 
 def test_quick_check_sees_size_and_mtime_changes(cached):

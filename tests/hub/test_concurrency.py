@@ -103,9 +103,7 @@ def test_sigkill_during_download_then_resume(server, zoo, isolated_env):
     assert assert_cache_whole(isolated_env) == []  # nothing half-made is visible
     assert not is_held(Layout(isolated_env), SSD)  # the dead process's lock is gone
     server.reset()
-    t = time.perf_counter()
     path = fetch(_spec(server, z))
-    assert time.perf_counter() - t < 3.5  # did not wait for the stalled response
     assert [r.range for r in server.requests] == [f"bytes={half}-"]
     assert server.bytes_sent() == z.size - half  # only the missing half again
     assert path == isolated_env / "models" / SSD

@@ -41,9 +41,8 @@ def test_fetch_through_mirror_builds_a_whole_entry(server, ssd, isolated_env, mo
     assert server.count() == 1 and server.requests[0].path == ssd.url_path
     assert assert_cache_whole(isolated_env) == [SSD]
     assert not list((isolated_env / "downloads").iterdir())  # the .part is gone once installed
-    t = time.perf_counter()
     assert fetch(spec_of(ssd)) == path
-    assert time.perf_counter() - t < 0.5 and server.count() == 1
+    assert server.count() == 1  # served from the cache: no second request
 
 
 def test_dropped_connection_resumes_with_range(server, ssd, isolated_env):
@@ -137,10 +136,10 @@ def test_server_ignoring_range_restarts_from_zero(server, ssd, isolated_env):
 
 def test_stalled_server_times_out_and_resumes(server, ssd, isolated_env, monkeypatch):
     monkeypatch.setenv("ODZOO_TIMEOUT", "0.5")
-    server.add_fault("stall", at=200_000, delay=3)
+    server.add_fault("stall", at=200_000, delay=12)
     t = time.perf_counter()
     fetch(direct(server, ssd))
-    assert time.perf_counter() - t < 2.9  # did not sit through the stall
+    assert time.perf_counter() - t < 10  # gave up on the stall after its 0.5 s read timeout
     assert [r.range for r in server.requests] == [None, "bytes=200000-"]
     assert_cache_whole(isolated_env)
 

@@ -29,6 +29,8 @@ from zoo.hub.cache import Layout, full_verify, read_manifest
 from zoo.hub.config import NetSettings
 from zoo.hub.fetch import Source, ensure_entry
 
+pytestmark = pytest.mark.slow
+
 # short timeouts and backoff keep a few hundred faulted downloads within seconds
 FAST = NetSettings(connect_timeout=2.0, read_timeout=0.3, attempts=6, backoff_base=0.01,
                    backoff_max=0.05, retry_after_max=0.05)

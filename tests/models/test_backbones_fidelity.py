@@ -41,6 +41,9 @@ SINGLE = (
     "centernet_mobilenetv2fpn_512x512_coco17_od",
     "centernet_mobilenetv2fpn_512x512_coco17_kpts",
 )
+
+pytestmark = pytest.mark.slow
+
 MODELS = SINGLE + tuple(name for pair in HOURGLASS_PAIRS for name in pair)
 
 PREDICT_TOL = 1e-4

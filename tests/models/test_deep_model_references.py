@@ -22,6 +22,8 @@ import pytest
 
 from tests.references import ReferenceRun, reference_image
 
+pytestmark = pytest.mark.slow
+
 # Score tolerance per model: how far float32 arithmetic alone moves its detection scores from a float64
 # evaluation of the same weights (|ours32 - ours64| from benchmarks/bench_float64.py, rounded up; see
 # docs/numerics.md). A difference within it says nothing against the model; a real one exceeds it.

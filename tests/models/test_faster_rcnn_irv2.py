@@ -35,6 +35,8 @@ from zoo.models.nms import NmsConfig
 from zoo.models.preprocess import Resizer
 from zoo.pipeline_config import model_config, parse
 
+pytestmark = pytest.mark.slow
+
 MASK_RCNN = "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8"
 NAMES = ("faster_rcnn_inception_resnet_v2_640x640_coco17_tpu-8", "faster_rcnn_inception_resnet_v2_1024x1024_coco17_tpu-8",
          MASK_RCNN)

@@ -18,6 +18,8 @@ from zoo.checkpoint import match_variables
 from zoo.models.builder import build_model
 from zoo.pipeline_config import load
 
+pytestmark = pytest.mark.slow
+
 DETECTORS = [s.name for s in zoo.list_models(kind="detector") if s.url.startswith("http")]
 
 

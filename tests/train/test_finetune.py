@@ -60,6 +60,7 @@ def run(tmp_path_factory):
                "heldout": heldout, "out": root / "out", "result": det.finetune_result}
 
 
+@pytest.mark.slow
 def test_finetune_improves_map_over_untrained_head(run):
     before, after = run["before"], run["after"]
     print(f"mAP@[.5:.95] {before['AP']:.4f} -> {after['AP']:.4f}; mAP@.5 {before['AP50']:.4f} -> {after['AP50']:.4f}")
@@ -71,6 +72,7 @@ def test_finetune_improves_map_over_untrained_head(run):
     assert run["untrained"].restore_report.skipped  # class-dependent head layers were re-initialised
 
 
+@pytest.mark.slow
 def test_export_has_the_zoo_layout_and_keys(run):
     import tensorflow as tf
 
@@ -115,6 +117,7 @@ def test_export_has_the_zoo_layout_and_keys(run):
     np.testing.assert_allclose(served["detection_boxes"].numpy()[0, :10], mine.boxes_normalized[:10], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_export_round_trips_through_strict_load(run):
     import zoo
 
@@ -130,6 +133,7 @@ def test_export_round_trips_through_strict_load(run):
         assert set(a.labels) <= set(LABELS.values())
 
 
+@pytest.mark.slow
 def test_registered_result_loads_by_name(run, monkeypatch):
     import zoo
 
@@ -146,6 +150,7 @@ def test_registered_result_loads_by_name(run, monkeypatch):
     np.testing.assert_allclose(found.scores, run["det"].detect(image, score_threshold=0.2).scores, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_finetune_rejects_bad_arguments(run, tmp_path):
     import zoo
     from zoo.errors import ConfigError, DatasetError

@@ -238,6 +238,7 @@ def few_shot(tmp_path_factory):
             "skipped": skipped, "redrawn": redrawn, "train": train, "root": root}
 
 
+@pytest.mark.slow
 def test_few_shot_finetune_lowers_the_loss_and_trains_only_the_heads(few_shot):
     from zoo.fine_tuning import head_layers
 
@@ -260,6 +261,7 @@ def test_few_shot_finetune_lowers_the_loss_and_trains_only_the_heads(few_shot):
     assert selection["trainable"] == len(heads) and selection["frozen_batch_norms"] > 0
 
 
+@pytest.mark.slow
 def test_fine_tuned_ssd_round_trips_through_the_zoo_layout(few_shot):
     import zoo
     from PIL import Image
@@ -294,6 +296,7 @@ def test_trainable_choices_are_checked_before_any_work(tmp_path):
             zoo.finetune(FPNLITE, tmp_path / "missing.json", images=tmp_path, steps=1, trainable=bad)
 
 
+@pytest.mark.slow
 def test_trainable_patterns_and_frozen_batch_norm(few_shot):
     import keras
 
