@@ -10,7 +10,7 @@ temporary cache. For each, every requested TFLite variant is exported with ``zoo
 time recorded), loaded with ``backend="tflite"``, and then per round the Keras backend and each
 TFLite variant run ``detect()`` on the 480x640 reference image in turn (batch 1, CPU), so machine
 load hits all alike. Reported: median latency per variant, the ratio tflite / keras (goal for float:
-<= 0.7), and each variant's agreement with the Keras detections (zoo.export.measure_agreement).
+<= 0.7), and each variant's agreement with the Keras detections (zoo.exporting.measure_agreement).
 Prints a summary and writes JSON.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def bench_model(name: str, quantizations: list[str], repeats: int, work: Path, t
     import zoo
     from zoo.backends.tflite_backend import TFLiteBackend
     from zoo.detector import Detector
-    from zoo.export import measure_agreement
+    from zoo.exporting import measure_agreement
     from zoo.loading import load
 
     image = np.asarray(Image.open(FIXTURES / "inputs" / "A.png").convert("RGB"))

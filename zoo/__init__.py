@@ -63,7 +63,7 @@ def finetune(*args: Any, **kwargs: Any) -> Detector:
 
 
 def export(model: Any, format: str = "saved_model", **kwargs: Any) -> Any:
-    """Export a model as a SavedModel or TFLite folder. See :func:`zoo.export.exporter.export`."""
-    from .export.exporter import export as _export
+    """Export a model as a SavedModel or TFLite folder. See :func:`zoo.exporting.exporter.export`."""
+    from .exporting.exporter import export as _export
 
     return _export(model, format, **kwargs)

@@ -561,7 +561,7 @@ def _export_size(geometry: Any) -> tuple[int, int] | None:
 
 def _export_and_reload(net: Any, config: Any, labels: Mapping[int, str], out: Path, name: str, geometry: Any,
                        train_config: Any, result: FinetuneResult, saved_model: bool) -> Any:
-    from .export import export_model, make_tarball, registry_entry, write_registry
+    from .exporting import export_model, make_tarball, registry_entry, write_registry
     from .loading import load as zoo_load
     from .registry import parse_registry_file
 

@@ -13,8 +13,8 @@ from PIL import Image
 import zoo
 from tests.conftest import FIXTURES, INPUT_IMAGE
 from zoo.errors import ConfigError, UnsupportedModelError
-from zoo.export import measure_agreement
-from zoo.export.output_folder import staged_folder
+from zoo.exporting import measure_agreement
+from zoo.exporting.output_folder import staged_folder
 from zoo.loading import load
 
 pytestmark = pytest.mark.slow
@@ -156,7 +156,7 @@ def test_format_a_model_cannot_take_is_refused_before_download(tmp_path: Path, c
 
 def test_a_resizer_without_fixed_size_cannot_go_to_tflite(tmp_path: Path) -> None:
     from tests.train.test_loop import TINY_CONFIG, register_tiny
-    from zoo.export.tflite_graphs import check_tflite_support
+    from zoo.exporting.tflite_graphs import check_tflite_support
     from zoo.models.builder import build_model
     from zoo.pipeline_config import parse
 
@@ -207,7 +207,7 @@ def test_tflite_ssd_nms_gives_the_keras_nms_detections(crowded: bool, monkeypatc
 
     import tensorflow as tf
 
-    from zoo.export import tflite_graphs
+    from zoo.exporting import tflite_graphs
     from zoo.models.nms import NmsConfig, multiclass_nms
 
     config = NmsConfig(score_thresh=1e-8, iou_thresh=0.5, max_size_per_class=20, max_total_size=30,

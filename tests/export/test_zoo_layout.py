@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tests.conftest import CONFIGS
 from tests.train.test_loop import TINY_CONFIG, register_tiny
-from zoo.export import (
+from zoo.exporting import (
     config_to_text,
     export_model,
     make_tarball,

@@ -26,7 +26,7 @@ def run(tmp_path_factory):
     import zoo
     from zoo.datasets.coco import CocoDataset
     from zoo.datasets.synthetic import make_shapes_dataset
-    from zoo.export import config_to_text, updated_config
+    from zoo.exporting import config_to_text, updated_config
     from zoo.fine_tuning import evaluate_detector
     from zoo.pipeline_config import load
 

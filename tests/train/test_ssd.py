@@ -266,7 +266,7 @@ def test_fine_tuned_ssd_round_trips_through_the_zoo_layout(few_shot):
     import zoo
     from PIL import Image
 
-    from zoo.export import export_model
+    from zoo.exporting import export_model
 
     folder = few_shot["root"] / "exported"
     export_model(few_shot["det"], folder, config=few_shot["config"], label_map=LABELS, saved_model=False)

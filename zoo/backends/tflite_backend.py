@@ -1,6 +1,6 @@
 """The ``tflite`` backend: an exported ``model.tflite`` run by the LiteRT interpreter.
 
-The folder is one written by ``odzoo export --format tflite`` (:mod:`zoo.export`): ``model.tflite``,
+The folder is one written by ``odzoo export --format tflite`` (:mod:`zoo.exporting`): ``model.tflite``,
 ``pipeline.config`` (its image resizer) and ``export.json`` (the order of the model's outputs). The
 model takes the resized image, as the zoo's TFLite exports do; this backend runs the model's resizer
 on each image first (one image per interpreter call), then the interpreter, whose graph holds the

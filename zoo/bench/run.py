@@ -200,7 +200,7 @@ def acquire(name: str, backend: str | None) -> tuple[Any, dict[str, float | None
     import zoo
 
     if backend is None:
-        from ..export.exporter import exported_backend
+        from ..exporting.exporter import exported_backend
 
         backend = exported_backend(name)
     _, download_s = lat.time_call(lambda: zoo.download(name))

@@ -5,8 +5,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..export.exporter import FORMATS
-    from ..export.tflite_convert import QUANTIZATIONS
+    from ..exporting.exporter import FORMATS
+    from ..exporting.tflite_convert import QUANTIZATIONS
 
     p = sub.add_parser(
         "export", help="export a model as a SavedModel (zoo layout) or a TFLite model",
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..export.exporter import export
+    from ..exporting.exporter import export
 
     # export() checks every argument (and whether the format can take the model) before loading it
     result = export(args.model, args.format, out=args.out, quantize=args.quantize, calibration=args.calibration,

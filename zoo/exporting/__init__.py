@@ -1,18 +1,11 @@
-"""Export a model of odzoo: ``zoo.export(model, format=..., quantize=..., out=...)``.
+"""Exporting a model of odzoo; ``zoo.export(model, format=..., quantize=..., out=...)`` is the entry point.
 
 One module per job: :mod:`.exporter` (arguments, the whole export), :mod:`.zoo_layout` (checkpoint,
 pipeline.config, label map, SavedModel, tarball, registry entry), :mod:`.tflite_graphs` and
 :mod:`.tflite_convert` (the TFLite model), :mod:`.output_folder` (all-or-nothing output),
-:mod:`.agreement` (how closely an export reproduces the in-memory model).
-
-The package itself is callable, so ``zoo.export(...)`` works whether ``zoo.export`` names the
-function of :mod:`zoo` or this package (importing a submodule rebinds the parent's attribute).
+and :func:`zoo.agreement.measure_agreement` (how closely an export reproduces the in-memory model).
 """
 from __future__ import annotations
-
-import sys
-import types
-from typing import Any
 
 from ..agreement import at_parity, compare_detections, measure_agreement
 from .exporter import FORMATS, Exported, check_export_options, export, exported_backend
@@ -38,11 +31,3 @@ __all__ = [
     "network_of", "registry_entry", "updated_config", "write_checkpoint", "write_label_map", "write_registry",
     "write_saved_model",
 ]
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Exported:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

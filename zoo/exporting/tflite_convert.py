@@ -1,6 +1,6 @@
 """Convert a network of ours to a ``.tflite`` file (float, float16, dynamic-range or int8).
 
-The graph of :func:`zoo.export.tflite_graphs.detection_graph` is traced for the model's fixed input
+The graph of :func:`zoo.exporting.tflite_graphs.detection_graph` is traced for the model's fixed input
 size, its variables are frozen into constants and it is converted with built-in TFLite ops only (no
 Flex delegate), so the LiteRT interpreter runs it as it is. Inputs are named ``images`` and
 ``true_shapes``; the outputs come in the order of :data:`OUTPUT_KEYS` (keys the model lacks left out),

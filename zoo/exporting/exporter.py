@@ -6,12 +6,12 @@
 ``zoo.load(folder)`` (strict restore) and ``zoo.load(folder, backend="saved_model")``.
 
 ``format="tflite"`` writes ``model.tflite`` (post-processing inside, see
-:mod:`zoo.export.tflite_graphs`), ``pipeline.config``, ``label_map.pbtxt`` and ``export.json``; it
+:mod:`zoo.exporting.tflite_graphs`), ``pipeline.config``, ``label_map.pbtxt`` and ``export.json``; it
 loads back with ``zoo.load(folder, backend="tflite")``. ``quantize``: ``none`` (float32),
 ``float16``, ``dynamic`` or ``int8`` (needs ``calibration``, a folder of representative images).
 
 Every argument is checked before the model is loaded or converted, and the folder appears only
-once complete (see :mod:`zoo.export.output_folder`).
+once complete (see :mod:`zoo.exporting.output_folder`).
 """
 from __future__ import annotations
 
