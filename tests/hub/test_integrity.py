@@ -165,6 +165,23 @@ def test_faults_then_damaged_range_body_do_not_poison_the_cache(ssd, tmp_path, i
     assert assert_cache_whole(isolated_env) == [SSD]
 
 
+def test_kept_archives_hold_only_archives_that_installed(ssd, tmp_path, isolated_env, monkeypatch):
+    """With ODZOO_KEEP_ARCHIVES=1 a damaged first download is discarded, the second is installed and
+    kept; a download that never installs leaves no archive behind."""
+    monkeypatch.setenv("ODZOO_KEEP_ARCHIVES", "1")
+    site = _site(tmp_path, ssd.url_path.lstrip("/"), ssd.path.read_bytes())
+    broken = _repack(ssd.path, tmp_path / "site" / "broken.tar.gz", _flip_checkpoint_byte)
+    with FaultyServer(site) as srv:
+        srv.add_fault("corrupt", at=ssd.size // 2, spread=7, chunk=500)
+        path = fetch(Spec(SSD, srv.url(ssd.url_path), archive_top=ssd.archive_top))
+        assert read_manifest(path).archive_sha256 == ssd.sha256 and srv.count() == 2
+        with pytest.raises(IntegrityError, match="damaged 2 times"):
+            fetch(Spec("other", srv.url("/" + broken.name)))
+    kept = sorted(p.name for p in (isolated_env / "archives").iterdir())
+    assert kept == [f"{ssd.sha256}.tar.gz"]
+    assert not list((isolated_env / "downloads").glob("*.part"))
+
+
 @pytest.mark.parametrize("md5", ["goog", "content-md5"])
 def test_server_md5_catches_a_damaged_body_before_extraction(ssd, tmp_path, isolated_env, md5):
     site = _site(tmp_path, ssd.url_path.lstrip("/"), ssd.path.read_bytes())

@@ -210,21 +210,17 @@ def ensure_entry(layout: Layout, src: Source, *, offline: bool, show: bool, forc
                            settings=settings)
             try:
                 _install(layout, src, blob, show=show, limits=limits)
-                break
             except DamagedArchiveError as exc:
-                _discard(blob)
+                _dispose(layout, blob, installed=False)  # the next attempt starts from byte 0
                 if attempt == tries:
                     raise _damaged_error(src, blob, expected, exc, tries) from None
-            finally:
-                _dispose(layout, blob)
+                continue
+            except BaseException:
+                _dispose(layout, blob, installed=False)
+                raise
+            _dispose(layout, blob, installed=True)
+            break
     return entry
-
-
-def _discard(blob: Blob) -> None:
-    """Forget a damaged download so that the next attempt starts from byte 0."""
-    if blob.owned:
-        blob.path.unlink(missing_ok=True)
-        blob.path.with_name(blob.path.name + ".json").unlink(missing_ok=True)
 
 
 def _damaged_error(src: Source, blob: Blob, expected: str | None, exc: DamagedArchiveError,
@@ -368,12 +364,13 @@ def publish(layout: Layout, folder: Path, name: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _dispose(layout: Layout, blob: Blob) -> None:
-    """After install: keep the verified archive (ODZOO_KEEP_ARCHIVES=1) or delete our .part."""
+def _dispose(layout: Layout, blob: Blob, *, installed: bool) -> None:
+    """Done with our download: keep the archive of an installed entry (ODZOO_KEEP_ARCHIVES=1),
+    else delete the .part and its sidecar (a failed archive is never kept)."""
     if not blob.owned:
         return
     meta = blob.path.with_name(blob.path.name + ".json")
-    if config.keep_archives():
+    if installed and config.keep_archives():
         layout.archives.mkdir(parents=True, exist_ok=True)
         os.replace(blob.path, layout.archive(blob.sha256))
     else:
