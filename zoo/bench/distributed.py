@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError
+from ..files import write_json_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,10 +192,7 @@ def gather_results(strategy: Any, results: list[dict], out_dir: str | Path | Non
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        part = out / f"detections.worker-{info.index}.json"
-        tmp = part.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results), encoding="utf-8")
-        tmp.replace(part)
+        write_json_atomic(out / f"detections.worker-{info.index}.json", results, durable=False)
     merged: list[dict] = []
     for part_results in all_gather_json(strategy, results):
         merged.extend(part_results)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .. import validate
 from ..errors import ArgumentError
+from ..files import can_write_in, nearest_existing
 
 #: File types ``--out`` images may have (written by Pillow from the suffix).
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -48,30 +48,14 @@ def whole(*, minimum: int | None = None) -> Callable[[str], object]:
 
 
 # ----------------------------------------------------------------------------- paths
-def _nearest_existing(path: Path) -> Path:
-    probe = path.absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return probe
-
-
 def _check_creatable(option: str, path: Path, folder: Path) -> None:
     """``path`` (not yet existing) can be created: the nearest existing ancestor of ``folder``, the
     folder that will hold it, is a writable folder."""
-    base = _nearest_existing(folder)
+    base = nearest_existing(folder)
     if not base.is_dir():
         raise ArgumentError(f"{option} {path}: {base} is a file, so the folder cannot be created; choose another path")
-    if not _writable(base):
+    if not can_write_in(base):
         raise ArgumentError(f"{option} {path}: cannot write in {base}; choose a writable location")
-
-
-def _writable(folder: Path) -> bool:
-    """Whether a file can be created in ``folder`` (tried with an anonymous file that leaves no trace)."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
 
 
 def output_file(option: str, path: str | os.PathLike[str], suffixes: Iterable[str]) -> Path:
@@ -84,7 +68,7 @@ def output_file(option: str, path: str | os.PathLike[str], suffixes: Iterable[st
         shown = repr(target.suffix) if target.suffix else "no extension"
         raise ArgumentError(f"{option} {target} has {shown}; use one of {', '.join(allowed)}")
     if target.exists():
-        if not os.access(target, os.W_OK) or not _writable(target.parent):
+        if not os.access(target, os.W_OK) or not can_write_in(target.parent):
             raise ArgumentError(f"{option} {target} exists and cannot be replaced; choose another file")
         return target
     _check_creatable(option, target, target.parent)
@@ -97,7 +81,7 @@ def output_folder(option: str, path: str | os.PathLike[str]) -> Path:
     if target.exists():
         if not target.is_dir():
             raise ArgumentError(f"{option} {target} is a file; give a folder")
-        if not _writable(target):
+        if not can_write_in(target):
             raise ArgumentError(f"{option} {target}: cannot write in this folder; choose another")
         return target
     _check_creatable(option, target, target)

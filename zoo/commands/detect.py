@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ..backends import BACKENDS
 from ..errors import ArgumentError
+from ..files import written_beside
 from .arguments import IMAGE_SUFFIXES, output_file, output_folder, probability, whole
 
 
@@ -61,14 +60,8 @@ def _save(picture, target: Path) -> None:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions()[target.suffix.lower()]
-    fd, part = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            Image.fromarray(picture).save(stream, format=fmt)
-        os.replace(part, target)
-    except BaseException:
-        Path(part).unlink(missing_ok=True)
-        raise
+    with written_beside(target) as part:
+        Image.fromarray(picture).save(part, format=fmt)
 
 
 def _detect(args: argparse.Namespace) -> int:

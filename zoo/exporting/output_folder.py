@@ -15,15 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..files import can_write_in, nearest_existing
 
 __all__ = ["check_output_folder", "staged_folder"]
-
-
-def _nearest_existing(path: Path) -> Path:
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            return candidate
-    return Path(os.sep)
 
 
 def check_output_folder(out: str | os.PathLike[str]) -> Path:
@@ -33,10 +27,10 @@ def check_output_folder(out: str | os.PathLike[str]) -> Path:
         raise ConfigError(f"output {path} is an existing file; give a folder that does not exist yet")
     if path.is_dir() and any(path.iterdir()):
         raise ConfigError(f"output folder {path} already exists and is not empty; choose a new folder or remove it")
-    base = _nearest_existing(path.parent)
+    base = nearest_existing(path.parent)
     if not base.is_dir():
         raise ConfigError(f"cannot create {path}: {base} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
+    if not can_write_in(base):
         raise ConfigError(f"cannot write to {base} (permission denied); choose another output folder")
     return path
 

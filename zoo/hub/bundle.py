@@ -23,7 +23,14 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from zoo.errors import ArgumentError, IntegrityError, NotCachedError, UnsafeArchiveError, ZooError
+from zoo.errors import (
+    ArgumentError,
+    IntegrityError,
+    NotCachedError,
+    UnsafeArchiveError,
+    ZooError,
+)
+from zoo.files import can_write_in, written_beside
 from zoo.hub import trust
 from zoo.hub.cache import (
     DAMAGED,
@@ -81,18 +88,9 @@ def check_output(layout: Layout, out: Path) -> Path:
     out = parent / out.name
     if out.is_relative_to(layout.root.resolve()):
         raise ArgumentError(f"-o {out}: is inside the cache {layout.root}; write the bundle elsewhere")
-    probe = _temp_beside(out)
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        probe.unlink()
-    except OSError as exc:
-        raise ArgumentError(f"-o {out}: cannot write in {parent} ({exc.strerror or exc}); "
-                            "choose another folder") from None
+    if not can_write_in(parent):
+        raise ArgumentError(f"-o {out}: cannot write in {parent}; choose another folder")
     return out
-
-
-def _temp_beside(out: Path) -> Path:
-    return out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def pack(layout: Layout, names: list[str], out: Path, *, show: bool = False) -> list[BundleItem]:
@@ -112,22 +110,16 @@ def pack(layout: Layout, names: list[str], out: Path, *, show: bool = False) -> 
                                      f"run `odzoo cache verify {name}` before packing it")
             rerecord(entry, manifest)
         items.append(BundleItem(name, "packed", manifest.archive_sha256, manifest.total_size()))
-    tmp = _temp_beside(out)
     index = {"format": BUNDLE_FORMAT, "created": time.time(), "entries": folders,
              "bytes": sum(i.size_bytes for i in items)}
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            data = json.dumps(index, indent=1).encode()
-            info = tarfile.TarInfo(BUNDLE_INDEX)
-            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-            tar.addfile(info, io.BytesIO(data))
-            for name in folders:
-                with hold(layout, name, announce=show):
-                    tar.add(layout.entry(name), arcname=f"models/{name}", filter=_plain)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with written_beside(out, suffix=".tmp") as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        data = json.dumps(index, indent=1).encode()
+        info = tarfile.TarInfo(BUNDLE_INDEX)
+        info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+        tar.addfile(info, io.BytesIO(data))
+        for name in folders:
+            with hold(layout, name, announce=show):
+                tar.add(layout.entry(name), arcname=f"models/{name}", filter=_plain)
     return items
 
 

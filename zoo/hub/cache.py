@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import CacheError
-from zoo.hub.files import file_sha256, write_json_atomic
+from zoo.files import file_sha256, write_json_atomic
 
 MANIFEST_NAME = ".odzoo-manifest.json"
 QUARANTINE_NAME = ".odzoo-quarantine.json"

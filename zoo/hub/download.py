@@ -31,7 +31,7 @@ import requests
 import urllib3
 
 from zoo.hub.config import NetSettings
-from zoo.hub.files import file_sha256, prefix_digest, write_json_atomic
+from zoo.files import file_sha256, prefix_digest, write_json_atomic
 from zoo.hub.progress import bar
 
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}

@@ -11,7 +11,7 @@ import time
 
 from zoo.errors import CacheError, IntegrityError
 from zoo.hub.cache import Layout
-from zoo.hub.files import write_json_atomic
+from zoo.files import write_json_atomic
 from zoo.hub.lock import hold
 
 _LOCK_NAME = "digests"
