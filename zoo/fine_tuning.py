@@ -93,8 +93,9 @@ def check_arguments(*, num_classes: Any, steps: Any, epochs: Any, batch_size: An
         validate.real(epochs, n("epochs"), positive=True)
     validate.optional_integer(num_classes, n("num_classes"), minimum=1)
     validate.integer(batch_size, n("batch_size"), minimum=1)
-    validate.real(learning_rate, n("learning_rate"), positive=True)
-    if schedule not in SCHEDULES:
+    if learning_rate is not None:
+        validate.real(learning_rate, n("learning_rate"), positive=True)
+    if schedule is not None and schedule not in SCHEDULES:
         raise ArgumentError(f"{n('schedule')} must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     warmup = validate.optional_integer(warmup_steps, n("warmup_steps"), minimum=0)
     if warmup is not None and steps is not None and warmup >= steps:
@@ -382,8 +383,8 @@ def finetune(
     steps: int | None = None,
     epochs: float | None = None,
     batch_size: int = 8,
-    learning_rate: float = 1e-3,
-    schedule: str = "cosine",
+    learning_rate: float | None = None,
+    schedule: str | None = None,
     warmup_steps: int | None = None,
     augment: bool = True,
     checkpoint_every: int | None = None,
@@ -405,9 +406,13 @@ def finetune(
     ``train_data``: a :class:`~zoo.datasets.coco.CocoDataset`, an annotations JSON (with
     ``images=``) or a folder holding ``annotations.json`` and ``images/``. ``num_classes`` defaults
     to the dataset's category count; classes follow ascending category id. Give ``steps`` or
-    ``epochs`` (passes over the dataset). ``schedule``: ``"cosine"`` (with linear warmup) or
-    ``"constant"``. ``input_size``: train (and export) at this square size instead of the
-    config's. ``strategy``: a ``tf.distribute`` strategy; the model is built inside its scope.
+    ``epochs`` (passes over the dataset). The optimizer: by default the config's
+    ``train_config.optimizer`` (momentum, Adam or RMSProp with its learning-rate schedule), stretched
+    so that the config's schedule (e.g. 1,000 warmup steps of 50,000) spans this run's steps (see
+    :mod:`zoo.train.optimizer`); given ``learning_rate``, ``schedule`` or ``warmup_steps``, Adam
+    with a linear warmup (default 10% of the steps) to ``learning_rate`` (default 1e-3), then
+    ``schedule`` ``"cosine"`` (default) or ``"constant"``. ``input_size``: train (and export) at this
+    square size instead of the config's. ``strategy``: a ``tf.distribute`` strategy; the model is built inside its scope.
     With ``out_dir`` the result is exported (see the module docstring) and the returned detector is
     loaded back from the packed archive; without it the trained detector is returned as is.
     ``trainable``: ``"all"`` (default), ``"heads"`` (only the prediction heads, BatchNorm frozen: the
@@ -452,8 +457,10 @@ def finetune(
     geometry = _geometry(net, input_size)
     data, objective, freeze_bn = _family_parts(meta, net, config, dataset, geometry, k, augment, int(seed))
     counts = select_trainable(net, selection, freeze_batchnorm=freeze_bn)
-    train_config = TrainConfig(steps=total, batch_size=int(batch_size), learning_rate=float(learning_rate),
+    train_config = TrainConfig(steps=total, batch_size=int(batch_size),
+                               learning_rate=float(learning_rate) if learning_rate is not None else None,
                                schedule=schedule, warmup_steps=warmup_steps, checkpoint_every=checkpoint_every,
+                               pipeline_train_config=config.get("train_config"),
                                seed=int(seed))
     out = Path(out_dir) if out_dir is not None else None
     trainer = Trainer(net, data, train_config, objective=objective, strategy=strategy, out_dir=out)

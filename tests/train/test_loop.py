@@ -17,10 +17,10 @@ import keras
 from zoo.datasets.coco import CocoDataset
 from zoo.datasets.synthetic import make_shapes_dataset
 from zoo.train.data import InputGeometry, TrainingData
+from zoo.train.optimizer import warmup_cosine_decay
 from zoo.train.trainer import (
     TrainConfig,
     Trainer,
-    WarmupCosineDecay,
     learning_rate_schedule,
 )
 
@@ -90,7 +90,7 @@ def shapes(tmp_path_factory):
 
 
 def test_learning_rate_schedule():
-    s = WarmupCosineDecay(1e-3, total_steps=100, warmup_steps=10, warmup_learning_rate=2e-4)
+    s = warmup_cosine_decay(1e-3, total_steps=100, warmup_steps=10, warmup_learning_rate=2e-4)
     assert float(s(0)) == pytest.approx(2e-4)
     assert float(s(5)) == pytest.approx(6e-4)
     assert float(s(10)) == pytest.approx(1e-3)

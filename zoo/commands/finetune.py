@@ -28,12 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--name", help="name of the exported model (default: MODEL_finetuned)")
     p.add_argument("--batch-size", type=whole(minimum=1), default=8, metavar="B", help="images per step (default 8)")
-    p.add_argument("--learning-rate", type=number(positive=True), default=1e-3, metavar="LR",
-                   help="peak learning rate (default 1e-3)")
-    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
-                   help="after a linear warmup: cosine decay to 0 or constant (default cosine)")
+    p.add_argument("--learning-rate", type=number(positive=True), metavar="LR",
+                   help="train with Adam at this peak learning rate (default: the optimizer and learning-rate "
+                        "schedule of the model's pipeline.config, stretched to --steps)")
+    p.add_argument("--schedule", choices=("cosine", "constant"),
+                   help="Adam's schedule after a linear warmup: cosine decay to 0 or constant (default cosine "
+                        "with --learning-rate 1e-3; without --learning-rate, --schedule or --warmup-steps the "
+                        "pipeline.config's optimizer trains)")
     p.add_argument("--warmup-steps", type=whole(minimum=0), metavar="N",
-                   help="warmup steps (default 10%% of the steps)")
+                   help="Adam's warmup steps (default 10%% of the steps)")
     p.add_argument("--input-size", type=whole(minimum=32), metavar="PX",
                    help="train and export at PX x PX (a multiple of 32)")
     p.add_argument("--checkpoint-every", type=whole(minimum=1), metavar="N",
@@ -50,7 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train, export, print where things went."""
     from .. import settings
-    from ..fine_tuning import check_arguments, check_trainable, check_trainable_selection, finetune
+    from ..fine_tuning import (
+        check_arguments,
+        check_trainable,
+        check_trainable_selection,
+        finetune,
+    )
 
     input_file("--annotations", args.annotations, "COCO annotations JSON")
     input_folder("--images", args.images, "training images")

@@ -1,4 +1,5 @@
-"""The training loop: tf.data batches -> a family's losses -> Adam with warmup + cosine decay.
+"""The training loop: tf.data batches -> a family's losses -> the pipeline's optimizer, or Adam with
+warmup + cosine decay (:func:`build_optimizer`).
 
 What a step minimises comes from an *objective* (:class:`Objective`): :class:`CenterNetObjective`
 for a :class:`~zoo.models.centernet.CenterNet`, :class:`~zoo.train.ssd.objective.SsdObjective` for
@@ -14,83 +15,81 @@ import dataclasses
 import math
 import os
 import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import keras
 import tensorflow as tf
 
+from ..pipeline_config import Message
 from .data import TrainingData
 from .losses import LossWeights, centernet_loss
+from .optimizer import optimizer_from_config, warmup_cosine_decay
+
+#: Adam's peak learning rate when neither the caller nor the pipeline's optimizer gives one.
+DEFAULT_LEARNING_RATE = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one training run.
 
-    ``warmup_steps`` default to 10% of ``steps``; the learning rate rises linearly from
-    ``warmup_learning_rate`` (default a quarter of ``learning_rate``) and then follows a cosine to
-    zero at ``steps`` (``schedule="cosine"``) or stays flat (``"constant"``).
+    The optimizer: with ``pipeline_train_config`` (a ``pipeline.config``'s ``train_config``
+    message) and none of ``learning_rate``, ``schedule``, ``warmup_steps`` and
+    ``warmup_learning_rate`` given, the config's
+    ``train_config.optimizer`` and learning-rate schedule, stretched to ``steps`` (see
+    :mod:`zoo.train.optimizer`). Otherwise Adam: ``warmup_steps`` default to 10% of ``steps``; the
+    learning rate rises linearly from ``warmup_learning_rate`` (default a quarter of
+    ``learning_rate``, itself default 1e-3) and then follows a cosine to zero at ``steps``
+    (``schedule="cosine"``, the default) or stays flat (``"constant"``).
     """
 
     steps: int
     batch_size: int = 8
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"
+    learning_rate: float | None = None
+    schedule: str | None = None
     warmup_steps: int | None = None
     warmup_learning_rate: float | None = None
     clip_norm: float | None = 10.0
     checkpoint_every: int | None = None
     max_checkpoints: int = 3
     seed: int = 0
+    pipeline_train_config: Message | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.learning_rate <= 0:
+        if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.schedule not in ("cosine", "constant"):
+        if self.schedule not in (None, "cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
 
-
-class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from ``warmup_learning_rate`` to ``base``, then cosine decay to 0 at ``total_steps``."""
-
-    def __init__(self, base: float, total_steps: int, warmup_steps: int = 0,
-                 warmup_learning_rate: float = 0.0, cosine: bool = True) -> None:
-        self.base = float(base)
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
-        self.warmup_learning_rate = float(warmup_learning_rate)
-        self.cosine = bool(cosine)
-
-    def __call__(self, step: Any) -> Any:
-        step = tf.cast(step, tf.float32)
-        warm = float(max(self.warmup_steps, 0))
-        total = float(max(self.total_steps, 1))
-        if self.cosine:
-            progress = tf.clip_by_value((step - warm) / max(total - warm, 1.0), 0.0, 1.0)
-            decayed = 0.5 * self.base * (1.0 + tf.cos(math.pi * progress))
-        else:
-            decayed = tf.constant(self.base, tf.float32)
-        if warm <= 0:
-            return decayed
-        ramp = self.warmup_learning_rate + (self.base - self.warmup_learning_rate) * step / warm
-        return tf.where(step < warm, ramp, decayed)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"base": self.base, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "warmup_learning_rate": self.warmup_learning_rate, "cosine": self.cosine}
+    @property
+    def optimizer_from_pipeline(self) -> bool:
+        """Whether the optimizer comes from ``pipeline_train_config`` (see the class docstring)."""
+        explicit = (self.learning_rate, self.schedule, self.warmup_steps, self.warmup_learning_rate)
+        return (self.pipeline_train_config is not None and "optimizer" in self.pipeline_train_config
+                and all(value is None for value in explicit))
 
 
-def learning_rate_schedule(config: TrainConfig) -> WarmupCosineDecay:
-    """The schedule ``config`` asks for."""
+def learning_rate_schedule(config: TrainConfig) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The warmup + cosine (or constant) schedule of an explicit ``learning_rate`` / ``schedule``."""
+    base = config.learning_rate if config.learning_rate is not None else DEFAULT_LEARNING_RATE
     warmup = config.warmup_steps if config.warmup_steps is not None else max(0, config.steps // 10)
-    warmup_lr = config.warmup_learning_rate if config.warmup_learning_rate is not None else config.learning_rate / 4
-    return WarmupCosineDecay(config.learning_rate, config.steps, warmup, warmup_lr, config.schedule == "cosine")
+    warmup_lr = config.warmup_learning_rate if config.warmup_learning_rate is not None else base / 4
+    return warmup_cosine_decay(base, config.steps, warmup, warmup_lr, constant=config.schedule == "constant")
+
+
+def build_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """The optimizer ``config`` asks for: the pipeline's (stretched to the run) or Adam."""
+    if config.optimizer_from_pipeline:
+        train = config.pipeline_train_config
+        return optimizer_from_config(train["optimizer"], steps=config.steps,
+                                     num_steps=int(train.get("num_steps", 0)) or None)
+    return keras.optimizers.Adam(learning_rate=learning_rate_schedule(config), epsilon=1e-7)
 
 
 @dataclasses.dataclass
@@ -169,7 +168,7 @@ class Trainer:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by the {replicas} replicas")
         with self.strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-            self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(config), epsilon=1e-7)
+            self.optimizer = build_optimizer(config)
             self.optimizer.build(net.keras_model.trainable_variables)
         self.manager: tf.train.CheckpointManager | None = None
         if out_dir is not None:
