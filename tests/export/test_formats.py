@@ -12,7 +12,7 @@ from PIL import Image
 
 import zoo
 from tests.conftest import FIXTURES, INPUT_IMAGE
-from zoo.errors import ConfigError, UnsupportedModelError
+from zoo.errors import ArgumentError, UnsupportedModelError
 from zoo.exporting import measure_agreement
 from zoo.exporting.output_folder import staged_folder
 from zoo.loading import load
@@ -133,9 +133,12 @@ def test_output_path_problems_are_refused(tmp_path: Path, capsys: pytest.Capture
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
-    for out, message in ((a_file, "is an existing file"), (busy, "not empty"), (a_file / "sub", "is a file")):
+    for out, message in ((a_file, "is a file; give a folder"), (busy, "is a folder that is not empty"),
+                         (a_file / "sub", f"{a_file} is a file, so the folder cannot be created")):
         rc, err = _cli([CENTERNET, "--format", "saved_model", "-o", str(out)], capsys)
-        assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+        assert rc == 2 and f"-o {out}: {message}" in err and len(err.splitlines()) == 1, err
+        with pytest.raises(ArgumentError, match="^out "):
+            zoo.export(CENTERNET, "saved_model", out=out)
     assert a_file.read_text() == "x" and (busy / "keep.txt").read_text() == "mine"
     calibration = tmp_path / "empty_calibration"
     calibration.mkdir()
@@ -181,7 +184,7 @@ def test_staged_folder_leaves_nothing_on_failure(tmp_path: Path) -> None:
     with staged_folder(empty) as stage:
         (stage / "done.txt").write_text("ok")
     assert (empty / "done.txt").read_text() == "ok" and sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
-    with pytest.raises(ConfigError, match="not empty"), staged_folder(empty):
+    with pytest.raises(ArgumentError, match="not empty"), staged_folder(empty):
         pass
 
 

@@ -7,7 +7,6 @@ import tarfile
 
 import numpy as np
 import pytest
-
 import tensorflow as tf
 
 from tests.conftest import CONFIGS

@@ -236,17 +236,19 @@ def test_pack_output_is_checked_before_any_work(zoo, capsys, tmp_path, monkeypat
     a_file.write_text("x")
     before = sorted(os.listdir(tmp_path))
     cases = {
-        str(tmp_path): "is a folder",
-        str(tmp_path / "missing" / "b.tar"): "does not exist",
-        str(a_file / "b.tar"): "is not a folder",
-        _unwritable(tmp_path): "cannot write",
-        str(isolated_env / "models" / "b.tar"): "inside the cache",
+        str(tmp_path): "is a folder; give a file name",
+        str(a_file / "b.tar"): f"{a_file} is a file, so the folder cannot be created",
+        _unwritable(tmp_path): "cannot write in",
+        str(isolated_env / "models" / "b.tar"): "is inside the cache",
     }
     for out, why in cases.items():
         code, stdout, err = run(capsys, "pack", SSD, "-o", out)
-        assert code == 2 and stdout == "" and why in one_line(err), (out, err)
+        assert code == 2 and stdout == "" and f"-o {out}: {why}" in one_line(err), (out, err)
     assert calls == [] and sorted(os.listdir(tmp_path)) == before
     assert assert_cache_whole(isolated_env) == [SSD]
+    # a missing folder is made for the bundle, as for every other output
+    code, _, err = run(capsys, "pack", SSD, "-o", str(tmp_path / "missing" / "b.tar"))
+    assert code == 0 and (tmp_path / "missing" / "b.tar").is_file(), err
 
 
 def test_interrupted_pack_leaves_no_half_bundle(zoo, tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..errors import DatasetError
-from .arguments import input_file, input_folder, number, output_folder, probability, whole
+from ..output_path import check_output_path
+from .arguments import input_file, input_folder, number, probability, whole
 
 EVALUATOR_CHOICES = ("auto", "pycocotools", "faster_coco_eval")
 
@@ -138,7 +139,7 @@ def _bench(args: argparse.Namespace) -> int:
     from ..bench.run import run
 
     if args.out:
-        output_folder("--out", args.out)
+        check_output_path(args.out, "--out")
     options = _options(args)
     dataset = dataset_from_args(args)
     doc = run(args.models, dataset=dataset, options=options, out_dir=args.out,

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .arguments import output_folder, probability, whole
+from ..output_path import check_output_path
+from .arguments import probability, whole
 
 DEMO_MODEL = "demo_shapes"
 #: Seed of the demo's held-out images (the model was trained on seed 1 and reported on seed 2).
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from ..images import load_image
 
     if args.out:
-        output_folder("--out", args.out)
+        check_output_path(args.out, "--out")
     if args.image:
         load_image(args.image)  # a bad picture fails now, not after the tour
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="odzoo-demo-"))

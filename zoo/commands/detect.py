@@ -9,7 +9,8 @@ from pathlib import Path
 from ..backends import BACKENDS
 from ..errors import ArgumentError
 from ..files import written_beside
-from .arguments import IMAGE_SUFFIXES, output_file, output_folder, probability, whole
+from ..output_path import check_output_path
+from .arguments import IMAGE_SUFFIXES, probability, whole
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,9 +39,9 @@ def _targets(args: argparse.Namespace) -> list[Path | None]:
     if args.out is not None:
         if len(args.images) != 1:
             raise ArgumentError(f"--out takes one image but {len(args.images)} were given; use --out-dir")
-        return [output_file("--out", args.out, IMAGE_SUFFIXES)]
+        return [check_output_path(args.out, "--out", kind="file", suffixes=IMAGE_SUFFIXES)]
     if args.out_dir is not None:
-        folder = output_folder("--out-dir", args.out_dir)
+        folder = check_output_path(args.out_dir, "--out-dir")
         targets = [folder / f"{Path(path).stem}.detections.png" for path in args.images]
         seen: dict[Path, str] = {}
         for path, target in zip(args.images, targets):

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from ..exporting.exporter import export
+    from ..output_path import check_output_path
 
+    check_output_path(args.out, "-o", kind="new_folder")  # named as the command line names it
     # export() checks every argument (and whether the format can take the model) before loading it
     result = export(args.model, args.format, out=args.out, quantize=args.quantize, calibration=args.calibration,
                     offline=args.offline)

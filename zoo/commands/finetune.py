@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .arguments import input_file, input_folder, number, output_folder, whole
+from ..output_path import check_output_path
+from .arguments import input_file, input_folder, number, whole
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     input_file("--annotations", args.annotations, "COCO annotations JSON")
     input_folder("--images", args.images, "training images")
-    output_folder("--out", args.out)
+    check_output_path(args.out, "--out")
     check_arguments(num_classes=args.num_classes, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
                      learning_rate=args.learning_rate, schedule=args.schedule, warmup_steps=args.warmup_steps,
                      checkpoint_every=args.checkpoint_every, out_dir=args.out, name=args.name,

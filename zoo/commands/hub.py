@@ -196,12 +196,12 @@ def _dir(args: argparse.Namespace) -> int:
 
 def _pack(args: argparse.Namespace) -> int:
     from zoo.hub import pack
-    from zoo.hub.bundle import check_output
     from zoo.hub.maintenance import layout_for
     from zoo.hub.progress import enabled
+    from zoo.output_path import check_output_path
 
     layout = layout_for()
-    out = check_output(layout, Path(args.output))
+    out = check_output_path(args.output, "-o", kind="file", outside=(layout.root, "the cache")).absolute()
     items = pack(layout, args.names, out, show=enabled(None))
     lines = [f"packed {i.name} ({_human(i.size_bytes)})" for i in items] + [f"wrote {out}"]
     _emit(args, {"bundle": str(out), "entries": [i.as_dict() for i in items]}, lines)

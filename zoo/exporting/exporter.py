@@ -202,7 +202,12 @@ def export(
 
 def _write(stage: Path, options: ExportOptions, net: Any, cfg: Any, labels: Mapping[int, str], name: str,
            calibration_images: list[Any]) -> list[str]:
-    from .zoo_layout import config_to_text, write_checkpoint, write_label_map, write_saved_model
+    from .zoo_layout import (
+        config_to_text,
+        write_checkpoint,
+        write_label_map,
+        write_saved_model,
+    )
 
     (stage / "pipeline.config").write_text(config_to_text(cfg) + "\n", encoding="utf-8")
     write_label_map(labels, stage / "label_map.pbtxt")

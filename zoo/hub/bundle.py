@@ -24,13 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from zoo.errors import (
-    ArgumentError,
     IntegrityError,
     NotCachedError,
     UnsafeArchiveError,
     ZooError,
 )
-from zoo.files import can_write_in, written_beside
+from zoo.files import written_beside
 from zoo.hub import trust
 from zoo.hub.cache import (
     DAMAGED,
@@ -53,6 +52,7 @@ from zoo.hub.extract import Limits, extract
 from zoo.hub.fetch import publish
 from zoo.hub.lock import clean_stale_tmp, hold
 from zoo.hub.maintenance import entry_name
+from zoo.output_path import check_output_path, created_parents
 
 BUNDLE_INDEX = "odzoo-bundle.json"
 BUNDLE_FORMAT = 1
@@ -75,28 +75,10 @@ class BundleItem:
 
 
 # -- pack ---------------------------------------------------------------------------------------
-def check_output(layout: Layout, out: Path) -> Path:
-    """The absolute bundle path, or ArgumentError when a bundle cannot be written there (checked
-    by creating and removing a temporary file beside it)."""
-    out = Path(out).expanduser()
-    if out.is_dir():
-        raise ArgumentError(f"-o {out}: is a folder; give the bundle's file name, e.g. {out / 'bundle.tar'}")
-    parent = out.parent.resolve()
-    if not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist; create it first"
-        raise ArgumentError(f"-o {out}: {parent} {what}")
-    out = parent / out.name
-    if out.is_relative_to(layout.root.resolve()):
-        raise ArgumentError(f"-o {out}: is inside the cache {layout.root}; write the bundle elsewhere")
-    if not can_write_in(parent):
-        raise ArgumentError(f"-o {out}: cannot write in {parent}; choose another folder")
-    return out
-
-
 def pack(layout: Layout, names: list[str], out: Path, *, show: bool = False) -> list[BundleItem]:
     """Write the named entries (re-hashed first: only whole entries travel) to the tar ``out``.
     The tar is written beside ``out`` under a temporary name and renamed when complete."""
-    out = check_output(layout, out)
+    out = check_output_path(out, "out", kind="file", outside=(layout.root, "the cache")).absolute()
     folders = list(dict.fromkeys(entry_name(layout, raw) for raw in names))
     items = []
     for name in folders:
@@ -112,7 +94,8 @@ def pack(layout: Layout, names: list[str], out: Path, *, show: bool = False) -> 
         items.append(BundleItem(name, "packed", manifest.archive_sha256, manifest.total_size()))
     index = {"format": BUNDLE_FORMAT, "created": time.time(), "entries": folders,
              "bytes": sum(i.size_bytes for i in items)}
-    with written_beside(out, suffix=".tmp") as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+    with (created_parents(out), written_beside(out, suffix=".tmp") as tmp,
+          tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar):
         data = json.dumps(index, indent=1).encode()
         info = tarfile.TarInfo(BUNDLE_INDEX)
         info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
