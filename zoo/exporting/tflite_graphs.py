@@ -109,8 +109,52 @@ def detection_graph(net: Any, *, fast_nms: bool = True) -> Callable[[Any, Any], 
 
 
 def _centernet_detections(net: Any, resized: Any, true_shapes: Any) -> dict[str, Any]:
-    """CenterNet after its resizer: backbone normalization, network, peaks and boxes."""
-    return dict(net.postprocess(net.predict(net.backbone.preprocess(resized)), true_shapes))
+    """CenterNet after its resizer: backbone normalization, network, peaks and boxes.
+
+    A box-only CenterNet (:func:`zoo.backends.centernet_sparse.supports_sparse_heads`) evaluates its
+    box-size and offset heads at the ``max_detections`` peaks only, as the ``keras`` backend does:
+    those heads are otherwise a 3x3 convolution to 256 channels and a 1x1 convolution over the whole
+    stride-4 grid, of which ``postprocess`` reads 100 positions. Other CenterNets run whole.
+    """
+    from ..backends.centernet_sparse import supports_sparse_heads
+
+    preprocessed = net.backbone.preprocess(resized)
+    if not supports_sparse_heads(net):
+        return dict(net.postprocess(net.predict(preprocessed), true_shapes))
+    return _sparse_centernet_detections(net, preprocessed, true_shapes)
+
+
+def _sparse_centernet_detections(net: Any, preprocessed: Any, true_shapes: Any) -> dict[str, Any]:
+    """``postprocess``'s boxes, scores and classes, with the box heads computed at the peaks only."""
+    import tensorflow as tf
+
+    from ..backends.centernet_sparse import _head_at
+    from ..models.centernet import (
+        BOX_OFFSET,
+        BOX_SCALE,
+        OBJECT_CENTER,
+        boxes_from_head_values,
+        normalize_strided,
+        top_k_locations,
+        true_image_mask,
+    )
+
+    features = net.backbone_model(preprocessed, training=False)
+    if isinstance(features, (list, tuple)):
+        (features,) = features
+    center_logits = net.heads[OBJECT_CENTER][0](features, training=False)
+    center = tf.sigmoid(center_logits)
+    center = center * true_image_mask(center, true_shapes)
+    scores, ys, xs, classes = top_k_locations(center, net.config.peak_max_pool_kernel_size, net.config.max_detections)
+    sizes, offsets = (_head_at(net.heads[name][0], features, ys, xs) for name in (BOX_SCALE, BOX_OFFSET))
+    grid = center_logits.shape
+    boxes = boxes_from_head_values(ys, xs, sizes, offsets, int(grid[1]), int(grid[2]))
+    return {
+        "detection_boxes": normalize_strided(boxes, net.stride, true_shapes),
+        "detection_scores": scores,
+        "detection_classes": classes,
+        "num_detections": tf.reduce_sum(tf.cast(scores > 0, tf.int32), axis=1),
+    }
 
 
 # ----------------------------------------------------------------------------- SSD

@@ -27,7 +27,7 @@ from .preprocess import Resizer, resize_batch, resizer_from_config
 
 __all__ = [
     "BOX_OFFSET", "BOX_SCALE", "OBJECT_CENTER", "Backbone", "CenterNet", "CenterNetConfig", "HeadSpec",
-    "KeypointTask", "build_centernet", "centernet_config", "get_backbone", "top_k_locations", "true_image_mask",
+    "KeypointTask", "boxes_at_peaks", "boxes_from_head_values", "build_centernet", "centernet_config", "get_backbone", "top_k_locations", "true_image_mask",
 ]
 
 OBJECT_CENTER = "object_center"
@@ -368,13 +368,21 @@ def top_k_locations(heatmap: tf.Tensor, kernel: int, k: int) -> tuple[tf.Tensor,
 def boxes_at_peaks(ys: tf.Tensor, xs: tf.Tensor, sizes: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
     """Boxes ``[B, k, 4]`` (ymin, xmin, ymax, xmax) in output-grid units, clipped to the grid."""
     index = tf.stack([ys, xs], -1)
-    hw = tf.maximum(tf.gather_nd(sizes, index, batch_dims=1), 0.0)
-    off = tf.gather_nd(offsets, index, batch_dims=1)
     shape = tf.shape(sizes)
-    grid_h = tf.cast(shape[1], tf.float32)
-    grid_w = tf.cast(shape[2], tf.float32)
-    cy = tf.cast(ys, tf.float32) + off[..., 0]
-    cx = tf.cast(xs, tf.float32) + off[..., 1]
+    return boxes_from_head_values(
+        ys, xs, tf.gather_nd(sizes, index, batch_dims=1), tf.gather_nd(offsets, index, batch_dims=1), shape[1], shape[2]
+    )
+
+
+def boxes_from_head_values(
+    ys: tf.Tensor, xs: tf.Tensor, sizes: tf.Tensor, offsets: tf.Tensor, grid_h: Any, grid_w: Any
+) -> tf.Tensor:
+    """:func:`boxes_at_peaks` from the head values at the peaks (``sizes``, ``offsets``: ``[B, k, 2]``)."""
+    hw = tf.maximum(sizes, 0.0)
+    grid_h = tf.cast(grid_h, tf.float32)
+    grid_w = tf.cast(grid_w, tf.float32)
+    cy = tf.cast(ys, tf.float32) + offsets[..., 0]
+    cx = tf.cast(xs, tf.float32) + offsets[..., 1]
     h, w = hw[..., 0], hw[..., 1]
     return tf.stack(
         [
