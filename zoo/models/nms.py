@@ -13,11 +13,22 @@ The default (dynamic-shape, hard-NMS) path of the original, step by step for eac
 
 Additional per-box fields (e.g. multiclass scores, anchor indices) follow their boxes.
 :func:`batch_class_specific_nms` is the same for boxes refined per class (Faster R-CNN's second stage).
+
+Candidate pruning (same result, far less work): step 1 runs one NMS per class over every box
+(90 classes x ~13k anchors for an SSD), yet only the ``max_total_size`` best survivors are kept.
+Greedy NMS decides each candidate from the higher-ranked ones alone (rank: score descending, then box
+index), so NMS over the pairs scoring strictly above a cutoff ``t`` selects exactly the full run's
+selections among them, in the same order; every other selection scores at most ``t``. When
+``max_total_size`` detections survive step 3 this way, they are the full run's output, in the same
+order (ties included). :func:`multiclass_nms` picks ``t`` so that 4, then 40 times ``max_total_size``
+boxes have a class above it, and falls back to all candidates when that does not settle it (fewer
+detections than ``max_total_size`` in the image).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 
@@ -94,6 +105,10 @@ def _sort_by_score(fields: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return _gather(fields, order)
 
 
+#: candidate counts tried before all candidates, as multiples of ``max_total_size``
+CANDIDATE_FACTORS = (4, 40)
+
+
 def multiclass_nms(
     boxes: tf.Tensor,
     scores: tf.Tensor,
@@ -105,13 +120,71 @@ def multiclass_nms(
 
     Returns ``(fields, num_valid)``: ``fields`` holds ``boxes`` ``[M, 4]``, ``scores`` ``[M]``,
     ``classes`` ``[M]`` (float, 0-based) and each additional field, for the ``M = num_valid`` kept boxes.
+    Runs on the best candidates first (see the module docstring); the result is the all-candidates one.
     """
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     scores = tf.convert_to_tensor(scores, tf.float32)
-    num_classes = scores.shape[1]
-    if num_classes is None:
+    if scores.shape[1] is None:
         raise ValueError("scores must have a static number of classes")
     additional_fields = dict(additional_fields or {})
+    keys = sorted(additional_fields)
+
+    def pack(fields: dict[str, tf.Tensor], num: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        return (fields["boxes"], fields["scores"], fields["classes"], *[fields[k] for k in keys], num)
+
+    def all_candidates() -> tuple[tf.Tensor, ...]:
+        return pack(*_multiclass_nms_all(boxes, scores, config, clip_window, additional_fields))
+
+    if not math.isfinite(config.score_thresh):
+        return _unpack(all_candidates(), keys)
+    box_best = tf.reduce_max(scores, axis=1)  # one value per box: the cutoff is picked among boxes
+
+    def above_cutoff(limit: int, otherwise: Any) -> Any:
+        def attempt() -> tuple[tf.Tensor, ...]:
+            k = tf.minimum(limit, tf.size(box_best))
+            cutoff = tf.reduce_min(tf.math.top_k(box_best, k=k, sorted=False).values)
+            fields, num = _nms_above(boxes, scores, config, clip_window, additional_fields, cutoff)
+            settled = tf.logical_or(tf.equal(num, config.max_total_size), tf.equal(k, 0))
+            result = pack(fields, num)
+            return tf.cond(settled, lambda: result, otherwise)
+
+        return attempt
+
+    run = all_candidates
+    for factor in reversed(CANDIDATE_FACTORS):
+        run = above_cutoff(factor * config.max_total_size, run)
+    return _unpack(run(), keys)
+
+
+def _unpack(out: tuple[tf.Tensor, ...], keys: list[str]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    return {"boxes": out[0], "scores": out[1], "classes": out[2], **dict(zip(keys, out[3:-1]))}, out[-1]
+
+
+def _nms_above(
+    boxes: tf.Tensor,
+    scores: tf.Tensor,
+    config: NmsConfig,
+    clip_window: tf.Tensor | None,
+    additional_fields: dict[str, tf.Tensor],
+    cutoff: tf.Tensor,
+) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    """Steps 1-4 over the (box, class) pairs scoring strictly above ``cutoff`` only."""
+    chosen = scores > cutoff
+    rows = tf.reshape(tf.where(tf.reduce_any(chosen, axis=1)), [-1])  # ascending: box order kept
+    candidate_scores = tf.where(tf.gather(chosen, rows), tf.gather(scores, rows), float("-inf"))
+    return _multiclass_nms_all(
+        tf.gather(boxes, rows), candidate_scores, config, clip_window, _gather(additional_fields, rows)
+    )
+
+
+def _multiclass_nms_all(
+    boxes: tf.Tensor,
+    scores: tf.Tensor,
+    config: NmsConfig,
+    clip_window: tf.Tensor | None,
+    additional_fields: dict[str, tf.Tensor],
+) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    num_classes = scores.shape[1]
     num_boxes = tf.shape(boxes)[0]
     max_selection = tf.minimum(config.max_size_per_class, num_boxes)
 
