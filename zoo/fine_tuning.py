@@ -70,7 +70,7 @@ def _dataset(train_data: Any, images: str | os.PathLike[str] | None) -> Any:
 
 
 #: Meta-architectures odzoo can fine-tune.
-TRAINABLE = ("center_net", "ssd")
+TRAINABLE = ("center_net", "ssd", "faster_rcnn")
 #: Named choices of ``trainable`` (besides a list of variable-name glob patterns).
 TRAINABLE_CHOICES = ("all", "heads")
 SCHEDULES = ("cosine", "constant")
@@ -199,6 +199,9 @@ def head_layers(net: Any) -> list[Any]:
     if predictor is not None:
         boxes = list(getattr(predictor, "box_heads", None) or [predictor.box_head])
         return boxes + list(getattr(predictor, "class_heads", None) or [predictor.class_head])
+    if getattr(net, "second_stage_model", None) is not None:  # Faster R-CNN: RPN, box/class (and mask) heads
+        masks = list(net.mask_layers) if net.mask_model is not None else []
+        return [net.rpn_box_head, net.rpn_class_head, net.box_head, net.class_head, *masks]
     heads = getattr(net, "heads", None)
     if isinstance(heads, Mapping):
         return [layer for stacks in heads.values() for stack in stacks for layer in stack.layers]
@@ -497,6 +500,16 @@ def _family_parts(meta: str, net: Any, config: Any, dataset: Any, geometry: Any,
         data = BoxTrainingData(dataset, geometry, num_classes, category_ids=ids, augment_config=augment_config,
                                max_boxes=int(config.get("train_config.max_number_of_boxes", 100)), seed=seed)
         return data, SsdObjective(net, msg, add_regularization_loss=regularize), bool(msg.get("freeze_batchnorm", False))
+    if meta == "faster_rcnn":
+        from .train.faster_rcnn.data import FasterRcnnTrainingData, has_segmentation
+        from .train.faster_rcnn.objective import FasterRcnnObjective
+
+        regularize = bool(config.get("train_config.add_regularization_loss", True))
+        data = FasterRcnnTrainingData(dataset, geometry, num_classes, category_ids=ids, augment_config=augment_config,
+                                      max_boxes=int(config.get("train_config.max_number_of_boxes", 100)), seed=seed,
+                                      with_masks=net.mask_model is not None and has_segmentation(dataset))
+        freeze = not bool(msg.get("feature_extractor.batch_norm_trainable", False))
+        return data, FasterRcnnObjective(net, msg, add_regularization_loss=regularize), freeze
     from .train.data import TrainingData
     from .train.losses import LossWeights
     from .train.trainer import CenterNetObjective
@@ -529,23 +542,24 @@ def reinitialize_new_head(det: Any, config: Any, *, seed: int = 0) -> list[str]:
     """Give the SSD class-head kernels that the restore re-initialised (another class count) the
     config's own initializer (the box predictor's ``conv_hyperparams``, e.g. normal with stddev 0.01)
     instead of a generic one, as the original builds them; their bias keeps
-    ``class_prediction_bias_init``. Returns the keys re-drawn."""
+    ``class_prediction_bias_init``. Faster R-CNN's second-stage box/class heads get the
+    ``fc_hyperparams`` initializer, its mask head the ``conv_hyperparams`` one. Returns the keys re-drawn."""
     from .pipeline_config import model_config
 
     meta, msg = model_config(config)
     report = getattr(det, "restore_report", None)
     skipped = list(getattr(report, "skipped", None) or [])
-    if meta != "ssd" or not skipped:
+    if meta not in ("ssd", "faster_rcnn") or not skipped:
         return []
-    _, bp = msg["box_predictor"].oneof()
-    init = _config_initializer(bp["conv_hyperparams"] if "conv_hyperparams" in bp else None, seed)
-    if init is None:
-        return []
+    _, bp = (msg["box_predictor"] if meta == "ssd" else msg["second_stage_box_predictor"]).oneof()
+    conv_init = _config_initializer(bp["conv_hyperparams"] if "conv_hyperparams" in bp else None, seed)
+    fc_init = _config_initializer(bp["fc_hyperparams"] if "fc_hyperparams" in bp else None, seed)
     variables = det.net.checkpoint_map()
     redrawn = []
     for key in skipped:
         variable = variables.get(key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE"))
-        if variable is not None and key.endswith(("kernel", "pointwise_kernel", "depthwise_kernel")):
+        init = conv_init if meta == "ssd" or "/_third_stage_heads/" in key else fc_init
+        if variable is not None and init is not None and key.endswith(("kernel", "pointwise_kernel", "depthwise_kernel")):
             variable.assign(init(tuple(variable.shape), dtype=variable.dtype))
             redrawn.append(key)
     return redrawn

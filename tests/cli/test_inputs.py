@@ -230,7 +230,6 @@ def test_finetune_paths(shapes: Path, tmp_path: Path, capsys, offline) -> None:
 
 
 @pytest.mark.parametrize("model, fragments", [
-    ("faster_rcnn_resnet50_640", ("faster_rcnn_resnet50_v1_640x640_coco17_tpu-8", "cannot fine-tune Faster R-CNN")),
     ("extremenet", ("extremenet is a checkpoint", "not a detector")),
 ])
 def test_finetune_names_models_it_cannot_train(model: str, fragments: tuple[str, ...], shapes: Path,

@@ -1,7 +1,8 @@
 """Training-time augmentation of one image with its boxes (and keypoints), in numpy.
 
 Boxes are normalized ``(ymin, xmin, ymax, xmax)``; keypoints normalized ``(y, x)`` ``[N, K, 2]``
-with a visibility mask ``[N, K]``. Every random choice comes from the ``numpy.random.Generator``
+with a visibility mask ``[N, K]``; instance masks ``[N, H, W]`` uint8 at the image's size follow the
+image through flips and crops. Every random choice comes from the ``numpy.random.Generator``
 passed in, so a seeded generator reproduces the same sample exactly.
 
 * :func:`horizontal_flip` mirrors the image, boxes and keypoints and swaps left/right keypoint types
@@ -27,6 +28,7 @@ class Sample:
     classes: np.ndarray                    # [N] int64 (0-based)
     keypoints: np.ndarray | None = None    # [N, K, 2] float32 normalized (y, x)
     keypoint_visibility: np.ndarray | None = None  # [N, K] bool
+    masks: np.ndarray | None = None        # [N, H, W] uint8, aligned with image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +62,8 @@ def horizontal_flip(sample: Sample, permutation: Sequence[int] | None = None) ->
                 raise ValueError(f"keypoint flip permutation has {perm.shape[0]} entries for {kps.shape[1]} keypoints")
             kps = kps[:, perm]
             vis = None if vis is None else vis[:, perm]
-    return Sample(np.ascontiguousarray(sample.image[:, ::-1]), boxes, sample.classes, kps, vis)
+    masks = None if sample.masks is None else np.ascontiguousarray(sample.masks[:, :, ::-1])
+    return Sample(np.ascontiguousarray(sample.image[:, ::-1]), boxes, sample.classes, kps, vis, masks)
 
 
 def crop(sample: Sample, window: tuple[float, float, float, float]) -> Sample:
@@ -76,6 +79,11 @@ def crop(sample: Sample, window: tuple[float, float, float, float]) -> Sample:
     sy0, sx0, sy1, sx1 = max(py0, 0), max(px0, 0), min(py1, h), min(px1, w)
     if sy1 > sy0 and sx1 > sx0:
         canvas[sy0 - py0:sy1 - py0, sx0 - px0:sx1 - px0] = sample.image[sy0:sy1, sx0:sx1]
+    masks = None
+    if sample.masks is not None:
+        masks = np.zeros((sample.masks.shape[0], *canvas.shape[:2]), np.uint8)
+        if sy1 > sy0 and sx1 > sx0:
+            masks[:, sy0 - py0:sy1 - py0, sx0 - px0:sx1 - px0] = sample.masks[:, sy0:sy1, sx0:sx1]
     # exact normalized window of the pixels kept
     wy0, wx0, wy1, wx1 = py0 / h, px0 / w, py1 / h, px1 / w
     wh, ww = wy1 - wy0, wx1 - wx0
@@ -92,7 +100,8 @@ def crop(sample: Sample, window: tuple[float, float, float, float]) -> Sample:
         kps[..., 1] = (kps[..., 1] - wx0) / ww
         inside = (kps[..., 0] >= 0) & (kps[..., 0] < 1) & (kps[..., 1] >= 0) & (kps[..., 1] < 1)
         vis = inside if vis is None else vis[keep] & inside
-    return Sample(canvas, boxes.astype(np.float32), sample.classes[keep], kps, vis)
+    return Sample(canvas, boxes.astype(np.float32), sample.classes[keep], kps, vis,
+                  None if masks is None else masks[keep])
 
 
 def random_crop(sample: Sample, rng: np.random.Generator, config: AugmentConfig = AugmentConfig()) -> Sample:
