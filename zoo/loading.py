@@ -122,7 +122,7 @@ def build_keras_detector(
 def load(
     name_or_source: Any,
     *,
-    backend: str = "keras",
+    backend: str | None = None,
     strict: bool = True,
     num_classes: int | None = None,
     label_map: Mapping[int, str] | None = None,
@@ -140,7 +140,7 @@ def load(
     model folder. ``backend``: ``"keras"`` (our Keras model: CenterNet, SSD / EfficientDet /
     RetinaNet, Faster / Mask R-CNN), ``"saved_model"`` (any zoo
     model with an export), ``"hub"`` or ``"tflite"`` (a folder written by ``odzoo export --format
-    tflite``). Class names: ``label_map``, else the folder's ``label_map.pbtxt``, else the registry's.
+    tflite``); None (default): ``"tflite"`` for such a folder, ``"keras"`` for everything else. Class names: ``label_map``, else the folder's ``label_map.pbtxt``, else the registry's.
     ``strict``: a checkpoint that does not match the model exactly raises
     :class:`~zoo.errors.CheckpointMismatchError`; with ``strict=False`` the report
     (``Detector.restore_report``) lists what was left. ``num_classes``: a class count different from
@@ -149,6 +149,8 @@ def load(
     backend): ``"float16"`` / ``"bfloat16"`` run the network's convolutions in that dtype (for GPUs and
     TPUs; detections move slightly, see :func:`zoo.agreement.detection_agreement`).
     """
+    if backend is None:
+        backend = _default_backend(name_or_source)
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in ("float32", "float16", "bfloat16"):
@@ -194,6 +196,17 @@ def load(
             folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile,
             precision=precision,
         )
+
+
+def _default_backend(name_or_source: Any) -> str:
+    """``"tflite"`` for a folder holding an exported ``model.tflite`` (nothing else runs it), else ``"keras"``."""
+    if isinstance(name_or_source, (str, os.PathLike)):
+        from .backends.tflite_backend import MODEL_FILE
+
+        folder = Path(name_or_source).expanduser()
+        if (folder / MODEL_FILE).is_file() and not (folder / "checkpoint").is_dir():
+            return "tflite"
+    return "keras"
 
 
 @contextmanager

@@ -76,12 +76,14 @@ def compare(old: dict[str, Any], new: dict[str, Any], *, tolerance: float = 0.05
     """Every comparable figure of every model present in both documents."""
     if tolerance < 0:
         raise DatasetError(f"tolerance must be >= 0, got {tolerance}")
-    before = {(r.get("model"), r.get("device")): r for r in old.get("models", [])}
+    before = {_key(r): r for r in old.get("models", [])}
     findings: list[Finding] = []
+    matched: set[tuple[Any, Any, Any]] = set()
     for rec in new.get("models", []):
-        key = (rec.get("model"), rec.get("device"))
-        model, device = str(key[0]), str(key[1])
+        key = _match(_key(rec), before)
+        model, device = str(key[0]), _where(key)
         prev = before.get(key)
+        matched.add(key)
         if prev is None:
             findings.append(Finding(model, device, "presence", None, None, False, "new model, nothing to compare"))
             continue
@@ -97,10 +99,28 @@ def compare(old: dict[str, Any], new: dict[str, Any], *, tolerance: float = 0.05
         a, b = _p50(prev), _p50(rec)
         if a is not None and b is not None:
             findings.append(Finding(model, device, "p50 ms", a, b, b > a * (1.0 + tolerance)))
-    gone = set(before) - {(r.get("model"), r.get("device")) for r in new.get("models", [])}
-    for model, device in sorted(gone, key=str):
-        findings.append(Finding(str(model), str(device), "presence", None, None, False, "missing from the new results"))
+    gone = set(before) - matched
+    for key in sorted(gone, key=str):
+        findings.append(Finding(str(key[0]), _where(key), "presence", None, None, False, "missing from the new results"))
     return findings
+
+
+def _key(rec: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """A record's identity: model, device and backend (one model may run on several backends)."""
+    return rec.get("model"), rec.get("device"), rec.get("backend")
+
+
+def _match(key: tuple[Any, Any, Any], before: dict[tuple[Any, Any, Any], Any]) -> tuple[Any, Any, Any]:
+    """``key``, or the one old key of the same model and device when ``key`` names no backend (a
+    record of a model that failed before a backend was known)."""
+    if key in before or key[2] is not None:
+        return key
+    same = [k for k in before if k[:2] == key[:2]]
+    return same[0] if len(same) == 1 else key
+
+
+def _where(key: tuple[Any, Any, Any]) -> str:
+    return str(key[1]) if key[2] is None else f"{key[1]}, {key[2]}"
 
 
 def has_regression(findings: list[Finding]) -> bool:

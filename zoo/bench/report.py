@@ -9,9 +9,11 @@ from typing import Any
 
 MIB = 1024 * 1024
 TABLE_HEADER = (
-    "| Model | Device | mAP | Published mAP | Δ mAP | p50 ms | p90 ms | Published ms | Throughput img/s "
-    "| Download s | Load s | First call s | Peak RSS MiB | Accel. peak MiB |"
+    "| Model | Backend | Size MiB | Device | mAP | Published mAP | Δ mAP | p50 ms | p90 ms | Published ms "
+    "| Throughput img/s | Download s | Load s | First call s | Peak RSS MiB | Accel. peak MiB |"
 )
+#: the order of a model's rows, one per backend
+BACKEND_ORDER = ("keras", "saved_model", "tflite", "hub")
 
 
 def _fmt(value: Any, digits: int = 1, scale: float = 1.0) -> str:
@@ -44,20 +46,42 @@ def _accel_peak(rec: dict) -> int | None:
     return max(vals) if vals else None
 
 
+def side_by_side(records: Sequence[dict]) -> list[dict]:
+    """The records with each model's backends together (an export next to the model it came from),
+    models in their first-seen order, backends as :data:`BACKEND_ORDER`."""
+    first: dict[str, int] = {}
+    for rec in records:
+        first.setdefault(str(rec.get("source_model") or rec.get("model")), len(first))
+
+    def key(item: tuple[int, dict]) -> tuple[int, int, int]:
+        index, rec = item
+        backend = rec.get("backend")
+        rank = BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER)
+        return first[str(rec.get("source_model") or rec.get("model"))], rank, index
+
+    return [rec for _, rec in sorted(enumerate(records), key=key)]
+
+
 def table_rows(doc: dict) -> list[str]:
-    """One Markdown table row per benchmarked model (failed models say so)."""
+    """One Markdown table row per benchmarked model and backend (failed ones say so)."""
     rows = []
-    for rec in doc.get("models", []):
+    for rec in side_by_side(doc.get("models", [])):
+        backend = rec.get("backend") or "–"
         if "error" in rec:
             err = rec["error"].replace("|", "/").splitlines()[0]
             err = err if len(err) <= 100 else err[:97] + "..."
-            rows.append(f"| {rec['model']} | failed: {err} |" + " |" * 12)
+            rows.append(f"| {rec['model']} | {backend} | failed: {err} |" + " |" * 13)
             continue
         s = rec.get("summary", {})
         pub = rec.get("published", {})
+        name = str(rec["model"])
+        if rec.get("source_model") and rec["source_model"] != name:
+            name += f" (from {rec['source_model']})"
         rows.append(
             "| " + " | ".join([
-                str(rec["model"]),
+                name,
+                backend,
+                _fmt(rec.get("size_bytes"), 1, 1 / MIB),
                 str(rec.get("device", "")),
                 _fmt(s.get("box_map")),
                 _fmt(pub.get("box_map")),
@@ -98,7 +122,9 @@ def markdown(doc: dict) -> str:
         "## Results",
         "",
         "mAP is COCO box AP@[.50:.95] in percent; Δ is measured minus published. Latency is wall time per "
-        "image at batch 1 after warm-up (published speeds come from the zoo table, hardware not stated).",
+        "image at batch 1 after warm-up (published speeds come from the zoo table, hardware not stated). "
+        "Size is what the backend loads from disk (checkpoint and config, SavedModel, or .tflite file); "
+        "one row per model and backend, an exported model next to the model it came from.",
         "",
         TABLE_HEADER,
         "|" + "---|" * (TABLE_HEADER.count("|") - 1),
@@ -164,13 +190,14 @@ def speed_accuracy_plot(doc: dict, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     names, points, measured = [], [], []
+    several = len({rec.get("backend") for rec in doc.get("models", [])}) > 1
     for rec in doc.get("models", []):
         p50 = _get(rec, "latency", "p50_ms")
         m = _get(rec, "summary", "box_map")
         ap = m if m is not None else _get(rec, "published", "box_map")
         if p50 is None or ap is None:
             continue
-        names.append(rec["model"])
+        names.append(f"{rec['model']} [{rec.get('backend')}]" if several else rec["model"])
         points.append((float(p50), float(ap)))
         measured.append(m is not None)
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=100)

@@ -22,7 +22,12 @@ import numpy as np
 
 from ..datasets.coco import CocoDataset
 from ..errors import ZooError
-from ..eval.coco_results import category_mapping, detections_to_coco, is_coco_label_map, write_results
+from ..eval.coco_results import (
+    category_mapping,
+    detections_to_coco,
+    is_coco_label_map,
+    write_results,
+)
 from ..eval.evaluate import evaluate, evaluator_version, resolve_evaluator
 from ..labels import COCO_LABELS
 from . import latency as lat
@@ -36,6 +41,7 @@ from .distributed import (
     worker_info,
 )
 from .env import fingerprint
+from .footprint import model_size_bytes, source_model
 from .memory import MemoryProbe
 
 SCHEMA = "odzoo-bench/1"
@@ -43,10 +49,15 @@ SCHEMA = "odzoo-bench/1"
 
 @dataclasses.dataclass(frozen=True)
 class BenchOptions:
-    """How to benchmark. ``iterations``/``min_duration_s`` are minimums of the timed loop."""
+    """How to benchmark. ``iterations``/``min_duration_s`` are minimums of the timed loop.
+
+    ``backend``: the backend every model is loaded with (None: ``zoo.load``'s choice); ``backends``:
+    several, each model benchmarked once per backend (rows side by side in the report).
+    """
 
     device: str = "cpu"
     backend: str | None = None
+    backends: tuple[str, ...] = ()
     iterations: int = 20
     min_duration_s: float = 1.0
     warmup: int = 3
@@ -60,6 +71,10 @@ class BenchOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def backend_choices(self) -> tuple[str | None, ...]:
+        """The backends each named model is benchmarked on (None: ``zoo.load``'s own choice)."""
+        return self.backends or (self.backend,)
 
 
 def quiet() -> bool:
@@ -195,14 +210,10 @@ def protocol(detector: Any | None, dataset: CocoDataset | None, options: BenchOp
 
 # ----------------------------------------------------------------------------- one model
 def acquire(name: str, backend: str | None) -> tuple[Any, dict[str, float | None]]:
-    """Download (timed) then load from the cache (timed) a model named in the registry; a folder
-    written by ``odzoo export`` runs on its own backend (tflite / saved_model) unless one is given."""
+    """Download (timed) then load from the cache (timed) a model named in the registry, archive or
+    folder; ``backend`` None leaves the choice to ``zoo.load`` (a TFLite export runs on ``tflite``)."""
     import zoo
 
-    if backend is None:
-        from ..exporting.exporter import exported_backend
-
-        backend = exported_backend(name)
     _, download_s = lat.time_call(lambda: zoo.download(name))
     kwargs = {} if backend is None else {"backend": backend}
     detector, load_s = lat.time_call(lambda: zoo.load(name, **kwargs))
@@ -256,6 +267,8 @@ def bench_detector(
         "display_name": _spec_value(detector, "display_name"),
         "family": _spec_value(detector, "family"),
         "backend": getattr(detector, "backend", options.backend),
+        "source_model": source_model(detector),
+        "size_bytes": model_size_bytes(detector),
         "outputs": list(_spec_value(detector, "outputs", ("boxes",))),
         "device": plan.spec,
         "devices": list(plan.devices),
@@ -302,7 +315,8 @@ def bench_detector(
         record["num_results"] = len(results)
         record["accuracy"] = evaluate_results(detector, dataset, results, options.evaluator, keypoint_dataset)
         if results_dir is not None:
-            target = Path(results_dir) / f"detections-{record['model']}.json"
+            stem = record["model"] if len(options.backends) < 2 else f"{record['model']}-{record['backend']}"
+            target = Path(results_dir) / f"detections-{stem}.json"
             record["detections_file"] = str(write_results(results, target))
     record["protocol"] = protocol(detector, dataset, options)
     record["summary"] = _deltas(record["accuracy"], record["latency"], record["published"])
@@ -355,13 +369,15 @@ def run(
     entries: list[Any] = []
     for m in models:
         entries += resolve_models([m]) if isinstance(m, str) else [m]
+    runs = [(entry, backend) for entry in entries
+            for backend in (options.backend_choices() if isinstance(entry, str) else (None,))]
     records = []
-    for entry in entries:
+    for entry, backend in runs:
         try:
             if isinstance(entry, str):
                 with MemoryProbe(plan.primary.split("device:")[-1]) as probe:
                     with placement(plan):
-                        detector, times = acquire(entry, options.backend)
+                        detector, times = acquire(entry, backend)
                 record = bench_detector(detector, dataset=dataset, options=options, plan=plan, times=times,
                                         load_memory=probe.result, name=Path(entry).name.removesuffix(".tar.gz"),
                                         keypoint_dataset=keypoint_dataset, results_dir=out_dir)
@@ -370,7 +386,7 @@ def run(
                                         keypoint_dataset=keypoint_dataset, results_dir=out_dir)
         except ZooError as exc:
             name = entry if isinstance(entry, str) else _spec_value(entry, "name", repr(entry))
-            record = {"model": name, "error": f"{type(exc).__name__}: {exc}"}
+            record = {"model": name, "backend": backend, "error": f"{type(exc).__name__}: {exc}"}
         records.append(record)
     doc = {
         "schema": SCHEMA,

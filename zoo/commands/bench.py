@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "annotations/person_keypoints_<split>.json when present)")
     data.add_argument("--max-images", type=whole(minimum=1), metavar="N", help="evaluate on the first N images (by id)")
     p.add_argument("--device", default="cpu", help="cpu, gpu:N, gpu (all GPUs, mirrored) or tpu (default cpu)")
-    p.add_argument("--backend", help="model backend passed to zoo.load (default: its default)")
+    p.add_argument("--backend", metavar="NAME[,NAME...]",
+                   help="backend(s) to load each model with, e.g. keras,saved_model,tflite: one report row per "
+                        "model and backend (default: zoo.load's choice; a TFLite export runs on tflite)")
     p.add_argument("--out", metavar="DIR", help="write results.json, report.md and speed_accuracy.png here")
     p.add_argument("--json", action="store_true", help="print the results document as JSON")
     p.add_argument("--iterations", type=whole(minimum=1), default=20, metavar="N",
@@ -117,11 +119,18 @@ def _options(args: argparse.Namespace):
     from ..bench.run import BenchOptions
     from ..errors import ArgumentError
 
-    if args.backend is not None and args.backend not in BACKENDS:
-        raise ArgumentError(f"--backend {args.backend!r} is not one of {', '.join(BACKENDS)}")
+    backends = tuple(dict.fromkeys(b.strip() for b in (args.backend or "").split(",") if b.strip()))
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise ArgumentError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if args.backend is not None and not backends:
+        raise ArgumentError(f"--backend {args.backend!r} names no backend; choose from {', '.join(BACKENDS)}")
+    if len(backends) > 1 and getattr(args, "multi_worker", False):
+        raise ArgumentError("--multi-worker evaluates one model on one backend; give one --backend")
 
     return BenchOptions(
-        device=args.device, backend=args.backend, iterations=args.iterations, min_duration_s=args.min_duration,
+        device=args.device, backend=backends[0] if len(backends) == 1 else None,
+        backends=backends if len(backends) > 1 else (), iterations=args.iterations, min_duration_s=args.min_duration,
         warmup=args.warmup, batch=args.batch, max_images=args.max_images, score_threshold=args.score_threshold,
         max_detections=args.max_detections, evaluator=args.evaluator, latency=not args.no_latency,
         split=args.split if (args.coco_dir or args.data) else None,

@@ -8,7 +8,7 @@ and :func:`zoo.agreement.measure_agreement` (how closely an export reproduces th
 from __future__ import annotations
 
 from ..agreement import at_parity, compare_detections, measure_agreement
-from .exporter import FORMATS, Exported, check_export_options, export, exported_backend
+from .exporter import FORMATS, Exported, check_export_options, export
 from .tflite_convert import QUANTIZATIONS
 from .zoo_layout import (
     ExportResult,
@@ -27,7 +27,7 @@ from .zoo_layout import (
 
 __all__ = [
     "FORMATS", "QUANTIZATIONS", "ExportResult", "Exported", "at_parity", "centernet_of", "check_export_options",
-    "compare_detections", "config_to_text", "export", "export_model", "exported_backend", "make_tarball", "measure_agreement",
+    "compare_detections", "config_to_text", "export", "export_model", "make_tarball", "measure_agreement",
     "network_of", "registry_entry", "updated_config", "write_checkpoint", "write_label_map", "write_registry",
     "write_saved_model",
 ]

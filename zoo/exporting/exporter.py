@@ -7,7 +7,7 @@
 
 ``format="tflite"`` writes ``model.tflite`` (post-processing inside, see
 :mod:`zoo.exporting.tflite_graphs`), ``pipeline.config``, ``label_map.pbtxt`` and ``export.json``; it
-loads back with ``zoo.load(folder, backend="tflite")``. ``quantize``: ``none`` (float32),
+loads back with ``zoo.load(folder)`` (which picks ``backend="tflite"`` for it). ``quantize``: ``none`` (float32),
 ``float16``, ``dynamic`` or ``int8`` (needs ``calibration``, a folder of representative images).
 
 Every argument is checked before the model is loaded or converted, and the folder appears only
@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from .output_folder import check_output_folder, staged_folder
 from .tflite_convert import QUANTIZATIONS
 
-__all__ = ["FORMATS", "ExportOptions", "Exported", "check_export_options", "export", "exported_backend"]
+__all__ = ["FORMATS", "ExportOptions", "Exported", "check_export_options", "export"]
 
 FORMATS = ("saved_model", "tflite")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -226,21 +226,3 @@ def _write(stage: Path, options: ExportOptions, net: Any, cfg: Any, labels: Mapp
                      inputs={"images": [1, height, width, 3], "true_shapes": [1, 3]})
     (stage / "export.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
     return sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
-
-
-def exported_backend(folder: str | os.PathLike[str]) -> str | None:
-    """The backend that runs a folder written by :func:`export`: ``"tflite"`` for a TFLite export,
-    ``"saved_model"`` for a SavedModel export, None for anything else (a zoo archive folder...)."""
-    path = Path(folder)
-    if not path.is_dir():
-        return None
-    if (path / "model.tflite").is_file():
-        return "tflite"
-    facts = path / "export.json"
-    if facts.is_file() and (path / "saved_model" / "saved_model.pb").is_file():
-        try:
-            fmt = json.loads(facts.read_text(encoding="utf-8")).get("format")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return "saved_model" if fmt == "saved_model" else None
-    return None
