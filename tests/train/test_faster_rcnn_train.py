@@ -47,8 +47,8 @@ WEIGHTS = np.array([[1, 1, 0]], np.float32)
 def test_rpn_targets_thresholds_ignored_band_and_forced_matches():
     plain = dataclass_replace_force(False)
     t = assign_targets(ANCHORS, BOXES, np.zeros_like(CLASSES), WEIGHTS, matcher=plain, box_coder=CODER, num_classes=1)
-    # anchor 0: IoU 0.8 -> box 0; anchor 3: IoU 0.45 -> ignored; anchor 4: IoU 0.2/0.8... with box 0
-    # = 0.05*? computed: inter 0.5*0.1=0.05, union 0.2+0.1-0.05=0.25 -> 0.2 < 0.3 -> negative
+    # anchor 0: IoU 0.8 -> box 0; anchor 3: IoU 0.45 with box 1 -> ignored; anchor 4: IoU 0.05 / 0.25 = 0.2
+    # with box 0 -> negative
     np.testing.assert_array_equal(t["matches"].numpy()[0], [0, UNMATCHED, UNMATCHED, IGNORED, UNMATCHED])
     np.testing.assert_array_equal(t["cls_weights"].numpy()[0], [1, 1, 1, 0, 1])
     np.testing.assert_array_equal(t["cls_targets"].numpy()[0], [[0, 1], [1, 0], [1, 0], [1, 0], [1, 0]])
@@ -61,6 +61,25 @@ def test_rpn_targets_thresholds_ignored_band_and_forced_matches():
     np.testing.assert_array_equal(forced["matches"].numpy()[0], [0, UNMATCHED, UNMATCHED, 1, UNMATCHED])
     np.testing.assert_array_equal(forced["reg_weights"].numpy()[0], [1, 0, 0, 1, 0])
     assert (RPN_MATCHER.matched_threshold, RPN_MATCHER.unmatched_threshold) == (0.7, 0.3)
+
+
+def test_anchors_outside_the_input_take_no_part_in_matching():
+    from zoo.train.faster_rcnn.targets import inside_image
+
+    pixels = ANCHORS * 64.0
+    pixels[4] = [-8, 0, 40, 6.4]  # crosses the top border
+    np.testing.assert_array_equal(inside_image(pixels, 64, 64).numpy(), [True, True, True, True, False])
+    thin = np.array([[[0, 0, 1, .12]]], np.float32)  # best anchor: 4 (IoU 0.83)
+    ones = np.ones((1, 1), np.float32)
+    every = assign_targets(ANCHORS, thin, np.zeros((1, 1), np.int32), ones, matcher=RPN_MATCHER, box_coder=CODER,
+                           num_classes=1)
+    np.testing.assert_array_equal(every["matches"].numpy()[0], [UNMATCHED] * 4 + [0])
+    valid = np.array([[True, True, True, True, False]])
+    kept = assign_targets(ANCHORS, thin, np.zeros((1, 1), np.int32), ones, matcher=RPN_MATCHER, box_coder=CODER,
+                          num_classes=1, valid=valid)
+    # forced onto the best anchor left (0 and 2 tie at IoU 0.19: the first); anchor 4 has no weight
+    np.testing.assert_array_equal(kept["matches"].numpy()[0], [0, UNMATCHED, UNMATCHED, UNMATCHED, UNMATCHED])
+    np.testing.assert_array_equal(kept["cls_weights"].numpy()[0], [1, 1, 1, 1, 0])
 
 
 def dataclass_replace_force(force: bool):
@@ -208,6 +227,7 @@ model {{ faster_rcnn {{
   first_stage_anchor_generator {{ grid_anchor_generator {{ scales: [0.5, 1.0, 2.0] aspect_ratios: [0.5, 1.0, 2.0]
     height: 32 width: 32 height_stride: 16 width_stride: 16 }} }}
   first_stage_box_predictor_conv_hyperparams {{ op: CONV {HYPER} }}
+  clip_anchors_to_image: true
   first_stage_box_predictor_depth: 16
   first_stage_nms_score_threshold: 0.0
   first_stage_nms_iou_threshold: 0.7

@@ -1,7 +1,8 @@
 """What one Faster R-CNN / Mask R-CNN training step minimises.
 
 As the original trains it: the first stage runs on the batch; anchors are matched to the ground truth
-and a balanced minibatch of them gives the RPN losses; the proposals (NMS of the decoded RPN boxes,
+and a balanced minibatch of them gives the RPN losses (without ``clip_anchors_to_image``, only the
+anchors wholly inside the input take part, and only they make proposals; with it, all anchors, clipped); the proposals (NMS of the decoded RPN boxes,
 clipped to each picture, gradients stopped) are matched to the ground truth at IoU 0.5 and a balanced
 minibatch of ``second_stage_batch_size`` of them is cropped and run through the second stage, whose
 box and class predictions (and, for Mask R-CNN, the mask head's, on the same proposals) give the
@@ -17,7 +18,7 @@ import tensorflow as tf
 
 from .losses import FasterRcnnLossConfig, box_classifier_losses, mask_loss, rpn_losses
 from .sampling import balanced_sample
-from .targets import DETECTION_MATCHER, RPN_MATCHER, assign_targets
+from .targets import DETECTION_MATCHER, RPN_MATCHER, assign_targets, inside_image
 
 __all__ = ["FasterRcnnObjective", "regularized_kernels"]
 
@@ -51,6 +52,7 @@ class FasterRcnnObjective:
     def __init__(self, net: Any, msg: Any, *, add_regularization_loss: bool = True) -> None:
         self.net = net
         self.config = FasterRcnnLossConfig.from_config(msg)
+        self.clip_anchors_to_image = bool(msg.get("clip_anchors_to_image", False))
         self._regularized = regularized_kernels(net, msg) if add_regularization_loss else []
 
     def network_input(self, images: tf.Tensor) -> tf.Tensor:
@@ -62,6 +64,8 @@ class FasterRcnnObjective:
         terms = [0.5 * w * tf.reduce_sum(tf.square(v)) for v, w in self._regularized if v.trainable]
         return tf.add_n(terms) if terms else None
 
+    # plain tensor code, as the inference graph runs it: autograph would only spend time rewriting it
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, batch: Mapping[str, tf.Tensor], training: bool = True) -> dict[str, tf.Tensor]:
         net, cfg = self.net, self.config
         x = self.network_input(batch["image"])
@@ -74,9 +78,14 @@ class FasterRcnnObjective:
         features = first["rpn_features_to_crop"]
         encodings, objectness = first["rpn_box_encodings"], first["rpn_objectness_predictions_with_background"]
         grid = tf.shape(features)
-        anchors = net.anchors(shape[1], shape[2], grid[1], grid[2])
+        anchors = net.anchors(shape[1], shape[2], grid[1], grid[2])  # clipped to the input
+        if self.clip_anchors_to_image:
+            usable = tf.ones(tf.shape(anchors)[:1], tf.bool)
+        else:
+            usable = inside_image(net.anchor_generator.generate(grid[1], grid[2]), shape[1], shape[2])
         rpn = assign_targets(anchors / size, boxes, tf.zeros_like(classes), weights, matcher=RPN_MATCHER,
-                             box_coder=net.box_coder, num_classes=1)
+                             box_coder=net.box_coder, num_classes=1,
+                             valid=tf.broadcast_to(usable[tf.newaxis], tf.shape(encodings)[:2]))
         sampled = balanced_sample(rpn["cls_weights"] > 0, rpn["matches"] >= 0, cfg.first_stage_minibatch_size,
                                   cfg.first_stage_positive_balance_fraction)
         losses = rpn_losses(encodings, objectness, rpn, sampled, cfg)
@@ -85,7 +94,9 @@ class FasterRcnnObjective:
         if window is None:
             window = tf.ones(tf.stack([shape[0], 2]))
         true_shapes = tf.concat([tf.round(window * tf.stack([height, width])), tf.fill([shape[0], 1], 3.0)], 1)
-        proposals, num = net.proposals(tf.stop_gradient(encodings), tf.stop_gradient(objectness), anchors, shape,
+        # anchors left out rank below every other in the proposal NMS
+        ranked = tf.where(usable[tf.newaxis, :, tf.newaxis], tf.stop_gradient(objectness), [[[0.0, -1e4]]])
+        proposals, num = net.proposals(tf.stop_gradient(encodings), ranked, anchors, shape,
                                        tf.cast(true_shapes, tf.int32))
         proposals = tf.stop_gradient(proposals)
         valid = tf.range(tf.shape(proposals)[1])[tf.newaxis] < num[:, tf.newaxis]

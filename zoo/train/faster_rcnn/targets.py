@@ -20,10 +20,19 @@ import tensorflow as tf
 
 from ..ssd.targets import IGNORED, UNMATCHED, ArgmaxMatcher
 
-__all__ = ["DETECTION_MATCHER", "IGNORED", "RPN_MATCHER", "UNMATCHED", "assign_targets", "pairwise_iou"]
+__all__ = ["DETECTION_MATCHER", "IGNORED", "RPN_MATCHER", "UNMATCHED", "assign_targets", "inside_image",
+           "pairwise_iou"]
 
 RPN_MATCHER = ArgmaxMatcher(matched_threshold=0.7, unmatched_threshold=0.3, force_match_for_each_row=True)
 DETECTION_MATCHER = ArgmaxMatcher(matched_threshold=0.5, unmatched_threshold=0.5)
+
+
+def inside_image(anchors: tf.Tensor, height: Any, width: Any) -> tf.Tensor:
+    """``[N]`` bool: which anchors ``[N, 4]`` (pixels) lie wholly inside the ``height`` x ``width`` input.
+    Without ``clip_anchors_to_image`` the original trains the RPN on these anchors only."""
+    anchors = tf.convert_to_tensor(anchors, tf.float32)
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    return ((anchors[:, 0] >= 0.0) & (anchors[:, 1] >= 0.0) & (anchors[:, 2] <= h) & (anchors[:, 3] <= w))
 
 
 def pairwise_iou(boxes: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
@@ -71,8 +80,9 @@ def assign_targets(
     if valid is None:
         valid = tf.ones(tf.shape(candidates)[:2], tf.bool)
     valid = tf.cast(valid, tf.bool)
-    matches = matcher.match(pairwise_iou(boxes, candidates), weights > 0)
-    matches = tf.where(valid, matches, UNMATCHED)
+    # invalid candidates are out of the matching altogether (a forced match goes to the best valid one)
+    similarity = tf.where(valid[:, tf.newaxis, :], pairwise_iou(boxes, candidates), -1.0)
+    matches = tf.where(valid, matcher.match(similarity, weights > 0), UNMATCHED)
     matched = matches >= 0
     matched_f = tf.cast(matched, tf.float32)
     index = tf.maximum(matches, 0)
