@@ -292,6 +292,28 @@ def test_masks_follow_the_boxes_through_augmentation_resize_and_padding(tmp_path
     assert "masks" not in plain.example(0, 0) and "masks" not in plain._specs()
 
 
+def test_a_box_without_segmentation_gets_no_mask_weight(tmp_path):
+    import json
+
+    from zoo.datasets.coco import CocoDataset
+    from zoo.train.augment import AugmentConfig
+    from zoo.train.data import InputGeometry
+    from zoo.train.faster_rcnn.data import FasterRcnnTrainingData
+
+    folder = _shapes(tmp_path / "d", 1, seed=0)
+    gt = json.loads((folder / "annotations.json").read_text())
+    assert len(gt["annotations"]) >= 2
+    del gt["annotations"][0]["segmentation"]
+    (tmp_path / "partial.json").write_text(json.dumps(gt))
+    dataset = CocoDataset(tmp_path / "partial.json", folder / "images")
+    data = FasterRcnnTrainingData(dataset, InputGeometry(64, 64), 3, max_boxes=8, with_masks=True,
+                                  augment_config=AugmentConfig(crop_probability=0.0, flip_probability=1.0))
+    ex = data.example(0, 0)
+    n = len(gt["annotations"])
+    np.testing.assert_array_equal(ex["mask_weights"], [0.0] + [1.0] * (n - 1) + [0.0] * (8 - n))
+    assert not ex["masks"][0].any() and ex["masks"][1].max() == 1
+
+
 def test_segmentations_decode_from_polygons_and_rle():
     from pycocotools import mask as mask_utils
 
