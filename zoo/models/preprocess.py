@@ -117,15 +117,19 @@ def resize_image(resizer: Resizer, image: tf.Tensor) -> tuple[tf.Tensor, tf.Tens
 
 
 def resize_batch(resizer: Resizer, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Resize a ``[B, H, W, 3]`` batch: ``(resized [B, H', W', 3] float32, true shapes [B, 3] int32)``."""
+    """Resize a ``[B, H, W, 3]`` batch: ``(resized [B, H', W', 3] float32, true shapes [B, 3] int32)``.
+
+    The images of one tensor share their size, so one resize op serves the whole batch; the op treats
+    each image on its own, so the values are those of :func:`resize_image` image by image.
+    """
     images = tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    size = _new_size(resizer, shape[1], shape[2])
+    resized = tf.compat.v1.image.resize_bilinear(images, size, align_corners=False, half_pixel_centers=False)
+    if resizer.kind == "keep_aspect_ratio" and resizer.pad_to_max_dimension:
+        resized = tf.image.pad_to_bounding_box(resized, 0, 0, resizer.max_dimension, resizer.max_dimension)
     out_shape = resizer.padded_shape
-    resized, shapes = tf.map_fn(
-        lambda im: resize_image(resizer, im),
-        images,
-        fn_output_signature=(
-            tf.TensorSpec([out_shape[0] if out_shape else None, out_shape[1] if out_shape else None, images.shape[-1]], tf.float32),
-            tf.TensorSpec([3], tf.int32),
-        ),
-    )
-    return resized, shapes
+    if out_shape:
+        resized.set_shape([images.shape[0], out_shape[0], out_shape[1], images.shape[-1]])
+    true_shape = tf.stack([size[0], size[1], shape[3]])
+    return resized, tf.tile(true_shape[tf.newaxis], [shape[0], 1])
