@@ -102,6 +102,21 @@ def test_embedded_demo_model_is_packaged_and_pinned():
     assert dict(spec.label_map) == {1: "circle", 2: "square", 3: "triangle"}
 
 
+def test_every_embedded_model_is_packaged_pinned_and_small():
+    import hashlib
+    from urllib.parse import urlparse
+
+    embedded = [s for s in zoo.list_models() if s.source == str(registry.PACKAGED_REGISTRY)
+                and s.url.startswith("file://")]
+    assert {s.name for s in embedded} == {"demo_shapes", "demo_ssd_shapes"}
+    assert {s.meta_architecture for s in embedded} == {"center_net", "ssd"}
+    for spec in embedded:
+        data = open(urlparse(spec.url).path, "rb").read()
+        assert len(data) == spec.size_bytes < 10 * 2**20, spec.name
+        assert hashlib.sha256(data).hexdigest() == spec.sha256, spec.name
+        assert dict(spec.label_map) == {1: "circle", 2: "square", 3: "triangle"}, spec.name
+
+
 def test_specs_are_immutable():
     spec = zoo.info("efficientdet_d3")
     with pytest.raises(AttributeError):

@@ -35,9 +35,12 @@ class SsdMobileNetV2Fpn(FpnFeatureExtractor):
 
     def __init__(self, config: Message, hyperparams: ConvHyperparams) -> None:
         super().__init__(config, hyperparams)
-        if self.depth_multiplier != 1.0:
+        # The original raises every backbone convolution to ``min_depth`` filters; Keras' MobileNetV2
+        # never has fewer than 8, so only a larger min_depth would change a thinned backbone.
+        if self.depth_multiplier != 1.0 and self.min_depth > 8:
             raise ConfigError(
-                f"{self.name}: depth_multiplier {self.depth_multiplier} is not supported (only 1.0, as in the zoo)"
+                f"{self.name}: depth_multiplier {self.depth_multiplier} with min_depth {self.min_depth} is not "
+                "supported (use min_depth <= 8, or depth_multiplier 1.0 as in the zoo)"
             )
 
     def preprocess(self, images: tf.Tensor) -> tf.Tensor:
