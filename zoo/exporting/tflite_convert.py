@@ -15,6 +15,7 @@ would not survive 256 levels.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,52 @@ def resize_for_model(resizer: Any, image: np.ndarray) -> tuple[np.ndarray, np.nd
     return resized.numpy(), shapes.numpy().astype(np.int32)
 
 
+def _keras_layers(net: Any) -> Iterator[Any]:
+    """Every Keras layer of the network's models, nested models included (each once)."""
+    import keras
+
+    seen: set[int] = set()
+    pending = [v for v in vars(net).values() if isinstance(v, keras.layers.Layer)]
+    pending += [m for v in vars(net).values() if isinstance(v, dict) for ms in v.values()
+                for m in (ms if isinstance(ms, (list, tuple)) else [ms]) if isinstance(m, keras.layers.Layer)]
+    while pending:
+        layer = pending.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer
+        pending.extend(getattr(layer, "layers", []))
+
+
+@contextmanager
+def _two_stage_global_means(net: Any) -> Iterator[int]:
+    """While tracing, global average pools average the rows, then the columns (yields how many).
+
+    TFLite's ``MEAN`` adds a whole feature map into one float32 sum; over the 256x256 maps of an
+    EfficientNet's squeeze-and-excitation blocks, whose means nearly cancel, that rounding moves the
+    detections visibly away from the Keras model's. Two reductions of one side each round far less.
+    """
+    import keras
+    import tensorflow as tf
+
+    def two_stage(layer: Any) -> Any:
+        def call(inputs: Any) -> Any:
+            rows, cols = (1, 2) if layer.data_format == "channels_last" else (2, 3)
+            x = tf.reduce_mean(inputs, axis=cols, keepdims=True)
+            return tf.reduce_mean(x, axis=rows, keepdims=True) if layer.keepdims else \
+                tf.squeeze(tf.reduce_mean(x, axis=rows, keepdims=True), axis=[rows, cols])
+        return call
+
+    pools = [layer for layer in _keras_layers(net) if type(layer) is keras.layers.GlobalAveragePooling2D]
+    for layer in pools:
+        layer.call = two_stage(layer)
+    try:
+        yield len(pools)
+    finally:
+        for layer in pools:
+            del layer.call
+
+
 def _traced(net: Any, *, fast_nms: bool = True) -> Any:
     import tensorflow as tf
 
@@ -58,7 +105,8 @@ def _traced(net: Any, *, fast_nms: bool = True) -> Any:
                          tf.TensorSpec([1, 3], tf.int32, name="true_shapes")],
         autograph=False,
     )
-    return fn.get_concrete_function()
+    with _two_stage_global_means(net):
+        return fn.get_concrete_function()
 
 
 def output_keys(concrete: Any) -> list[str]:
