@@ -65,12 +65,16 @@ def _keras_layers(net: Any) -> Iterator[Any]:
 
 
 @contextmanager
-def _two_stage_global_means(net: Any) -> Iterator[int]:
-    """While tracing, global average pools average the rows, then the columns (yields how many).
+def _tflite_layers(net: Any) -> Iterator[int]:
+    """While tracing, two kinds of layer take an equivalent form that suits TFLite (yields how many):
 
-    TFLite's ``MEAN`` adds a whole feature map into one float32 sum; over the 256x256 maps of an
-    EfficientNet's squeeze-and-excitation blocks, whose means nearly cancel, that rounding moves the
-    detections visibly away from the Keras model's. Two reductions of one side each round far less.
+    * global average pools average the rows, then the columns. TFLite's ``MEAN`` adds a whole
+      feature map into one float32 sum; over the 256x256 maps of an EfficientNet's
+      squeeze-and-excitation blocks, whose means nearly cancel, that rounding moves the detections
+      visibly away from the Keras model's. Two reductions of one side each round far less.
+    * nearest-neighbour ``UpSampling2D`` becomes one ``RESIZE_NEAREST_NEIGHBOR`` (the same values)
+      instead of Keras' reshape-and-tile, which the XNNPack delegate does not take, so the
+      feature pyramid ran as several delegate partitions with the tiles between them.
     """
     import keras
     import tensorflow as tf
@@ -83,13 +87,26 @@ def _two_stage_global_means(net: Any) -> Iterator[int]:
                 tf.squeeze(tf.reduce_mean(x, axis=rows, keepdims=True), axis=[rows, cols])
         return call
 
-    pools = [layer for layer in _keras_layers(net) if type(layer) is keras.layers.GlobalAveragePooling2D]
-    for layer in pools:
-        layer.call = two_stage(layer)
+    def resized(layer: Any) -> Any:
+        def call(inputs: Any) -> Any:
+            height, width = int(inputs.shape[1]), int(inputs.shape[2])
+            size = [height * int(layer.size[0]), width * int(layer.size[1])]
+            return tf.compat.v1.image.resize_nearest_neighbor(inputs, size, half_pixel_centers=False)
+        return call
+
+    swapped = []
+    for layer in _keras_layers(net):
+        if type(layer) is keras.layers.GlobalAveragePooling2D:
+            swapped.append((layer, two_stage(layer)))
+        elif (type(layer) is keras.layers.UpSampling2D and layer.interpolation == "nearest"
+              and layer.data_format == "channels_last"):
+            swapped.append((layer, resized(layer)))
+    for layer, call in swapped:
+        layer.call = call
     try:
-        yield len(pools)
+        yield len(swapped)
     finally:
-        for layer in pools:
+        for layer, _ in swapped:
             del layer.call
 
 
@@ -105,7 +122,7 @@ def _traced(net: Any, *, fast_nms: bool = True) -> Any:
                          tf.TensorSpec([1, 3], tf.int32, name="true_shapes")],
         autograph=False,
     )
-    with _two_stage_global_means(net):
+    with _tflite_layers(net):
         return fn.get_concrete_function()
 
 

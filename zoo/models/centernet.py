@@ -346,7 +346,9 @@ def _local_peaks(heatmap: tf.Tensor, kernel: int) -> tf.Tensor:
     if not kernel or kernel <= 1:
         return heatmap
     pooled = tf.nn.max_pool2d(heatmap, ksize=kernel, strides=1, padding="SAME")
-    return heatmap * tf.cast(tf.abs(heatmap - pooled) < PEAK_EPSILON, heatmap.dtype)
+    # |heatmap - pooled| is pooled - heatmap (the window holds its centre), and selecting is exact
+    # where multiplying by a 0/1 mask costs a cast and a product over the whole map
+    return tf.where(pooled - heatmap < PEAK_EPSILON, heatmap, tf.zeros_like(heatmap))
 
 
 def _decode_flat(flat: tf.Tensor, width: tf.Tensor, channels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
