@@ -21,7 +21,9 @@ For each it measures
     each backend, and the ratio to the machine's peak measured in the same run (matmul / conv);
   * the accuracy cost of ``precision="float16"`` / ``"bfloat16"``: agreement of their detections
     with float32's on the reference image.
-Prints a summary and writes JSON (results, goals, environment).
+Prints a markdown table (each figure next to its goal, and whether it is met) and writes JSON
+(results, goals, environment, the load average at the start and the end: the timings are only as
+quiet as the machine).
 """
 from __future__ import annotations
 
@@ -166,8 +168,8 @@ def _pipeline(det, image, tmp: Path, count: int = 16) -> dict:
 
 def _precision_cost(det, image) -> dict:
     """Agreement with float32 of the detections at lower precision (reference image, CPU)."""
-    from zoo.backends.keras_backend import KerasBackend
     from zoo.agreement import detection_agreement
+    from zoo.backends.keras_backend import KerasBackend
 
     reference = det.runner.infer(image[None])
     out = {}
@@ -243,6 +245,38 @@ def _bench_model(name: str, args, image, image_path: Path, tmp: Path, peak: floa
     }
 
 
+def summary_table(models: dict) -> list[str]:
+    """A markdown table: each figure with its goal and whether it is met."""
+    lines = ["| model | figure | keras | saved_model | keras / saved_model | goal | met |", "|---|---|---|---|---|---|---|"]
+    for name, m in models.items():
+        cold, steady, batch, flops, r = m["cold_start"], m["steady"], m["batch8"], m["flops"], m["ratios"]
+        ck, cs = cold["keras"]["median_cold_start_s"], cold["saved_model"]["median_cold_start_s"]
+        best = cold["keras"]["best"]
+        stages = f" (load {best['load_s']:.2f} s, trace {best['trace_s']:.2f} s, rest of first call {best['first_detect_s'] - best['trace_s']:.2f} s)"
+        lines.append(f"| {name} | cold start after the TF import | {ck:.2f} s{stages} | {cs:.2f} s | "
+                     f"{r['cold_start_keras_over_saved_model']:.2f}x | <= {GOALS['cold_start_ratio_max']}x | {_yes(m['goals_met']['cold_start'])} |")
+        sk, ss = steady["keras"]["median_s"], steady["saved_model"]["median_s"]
+        lines.append(f"| {name} | steady detect() batch 1 (median) | {sk * 1e3:.1f} ms | {ss * 1e3:.1f} ms | "
+                     f"{r['steady_keras_over_saved_model']:.2f}x | <= {GOALS['steady_ratio_max']}x | {_yes(m['goals_met']['steady'])} |")
+        bk, bs = batch["keras"], batch["saved_model"]
+        lines.append(f"| {name} | batch 8 vs 8 single calls | {bk['speedup']:.2f}x ({bk['batch8_images_per_s']:.1f} vs "
+                     f"{bk['single_images_per_s']:.1f} img/s) | {bs['speedup']:.2f}x | - | >= {GOALS['batch8_speedup_min']}x | "
+                     f"{_yes(m['goals_met']['batch8'])} |")
+        frac = flops["fraction_of_peak"]
+        lines.append(f"| {name} | achieved FLOP/s, {flops['flops_per_image'] / 1e9:.2f} GFLOP/image | "
+                     f"{flops['achieved_flops_per_s']['keras'] / 1e9:.1f} GFLOP/s = {frac['keras']:.0%} of peak (batch 8: "
+                     f"{flops['fraction_of_peak_keras_batch8']:.0%}) | {frac['saved_model']:.0%} of peak | - | - | - |")
+        for variant in ("keras_kernel_fold", "keras_dense_heads", "keras_unoptimised"):
+            if variant in steady:
+                lines.append(f"| {name} | steady, {variant} | {steady[variant]['median_s'] * 1e3:.1f} ms | | "
+                             f"{r[f'steady_{variant}_over_saved_model']:.2f}x | | |")
+    return lines
+
+
+def _yes(met: bool) -> str:
+    return "yes" if met else "no"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed detect() calls per variant")
@@ -264,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     image_path = args.image.resolve()
     image = np.asarray(Image.open(image_path).convert("RGB"))
     os.environ["ODZOO_QUIET"] = "1"
+    load_start = os.getloadavg()
     peak = measure_peak(1.0)
     models = {}
     for name in args.models:
@@ -277,26 +312,17 @@ def main(argv: list[str] | None = None) -> int:
         "models": models,
         "goals": GOALS,
         "environment": fingerprint(),
+        "load_average_at_start": load_start,
         "load_average_at_end": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"peak {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s before, {peak_after['peak_flops_per_s'] / 1e9:.1f} after; "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"load average {load_start[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+    for line in summary_table(models):
+        print(line)
     for name, m in models.items():
-        cold, steady, batch, r = m["cold_start"], m["steady"], m["batch8"], m["ratios"]
-        print(name)
-        for b in ("keras", "saved_model"):
-            print(
-                f"  {b:<12} cold start {cold[b]['median_cold_start_s']:.2f} s (end to end {cold[b]['median_end_to_end_s']:.2f} s)"
-                f"   steady {steady[b]['median_s'] * 1e3:.1f} ms   batch-8 {batch[b]['speedup']:.2f}x"
-                f"   {m['flops']['achieved_flops_per_s'][b] / 1e9:.1f} GFLOP/s ({m['flops']['fraction_of_peak'][b]:.0%} of peak)"
-            )
-        for key, value in r.items():
-            print(f"  {key:<48} {value:.3f}")
-        print(f"  pipeline {m['pipeline']['speedup']:.2f}x   FLOPs/image {m['flops']['flops_per_image'] / 1e9:.2f} G")
-        print(f"  precision agreement {m['precision_agreement_with_float32']}")
-        print(f"  goals met {m['goals_met']}")
+        print(f"{name}: pipeline {m['pipeline']['speedup']:.2f}x; precision agreement {m['precision_agreement_with_float32']}")
     print(f"  written to {args.out}")
     return 0
 

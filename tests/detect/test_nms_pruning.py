@@ -54,3 +54,16 @@ def test_nan_scores_are_never_selected():
     assert got_num == want_num == 20
     assert not np.isnan(got["scores"]).any()
     np.testing.assert_array_equal(got["index"], want["index"])
+
+
+@pytest.mark.parametrize("case", ["tied", "nan", "empty", "zero"])
+def test_degenerate_scores_match_all_candidates(case):
+    config = nms.NmsConfig(score_thresh=0.0, iou_thresh=0.5, max_size_per_class=10, max_total_size=10)
+    boxes, _ = _inputs(0 if case == "empty" else 60, 5, None, seed=1)
+    fill = {"tied": 0.5, "nan": np.nan, "empty": 0.5, "zero": 0.0}[case]
+    scores = tf.fill([tf.shape(boxes)[0], 5], np.float32(fill))
+    got, got_num = _run(nms.multiclass_nms, boxes, scores, config)
+    want, want_num = _run(nms._multiclass_nms_all, boxes, scores, config)
+    assert got_num == want_num == (10 if case == "tied" else 0)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)

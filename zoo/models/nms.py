@@ -168,12 +168,19 @@ def _nms_above(
     additional_fields: dict[str, tf.Tensor],
     cutoff: tf.Tensor,
 ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    """Steps 1-4 over the (box, class) pairs scoring strictly above ``cutoff`` only."""
+    """Steps 1-4 over the (box, class) pairs scoring strictly above ``cutoff`` only.
+
+    Boxes and classes without such a pair are left out (a class without candidates adds only padding,
+    which never reaches the output); the others keep their order.
+    """
     chosen = scores > cutoff
-    rows = tf.reshape(tf.where(tf.reduce_any(chosen, axis=1)), [-1])  # ascending: box order kept
-    candidate_scores = tf.where(tf.gather(chosen, rows), tf.gather(scores, rows), float("-inf"))
+    rows = tf.reshape(tf.where(tf.reduce_any(chosen, axis=1)), [-1])
+    columns = tf.reshape(tf.where(tf.reduce_any(chosen, axis=0)), [-1])
+    columns = tf.concat([columns, [0]], 0)[: tf.maximum(tf.size(columns), 1)]  # never empty: the class loop needs one
+    chosen = tf.gather(tf.gather(chosen, rows), columns, axis=1)
+    candidate_scores = tf.where(chosen, tf.gather(tf.gather(scores, rows), columns, axis=1), float("-inf"))
     return _multiclass_nms_all(
-        tf.gather(boxes, rows), candidate_scores, config, clip_window, _gather(additional_fields, rows)
+        tf.gather(boxes, rows), candidate_scores, config, clip_window, _gather(additional_fields, rows), columns
     )
 
 
@@ -183,8 +190,11 @@ def _multiclass_nms_all(
     config: NmsConfig,
     clip_window: tf.Tensor | None,
     additional_fields: dict[str, tf.Tensor],
+    class_ids: tf.Tensor | None = None,
 ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    num_classes = scores.shape[1]
+    """Steps 1-4 over every candidate; ``class_ids``: the class of each column of ``scores`` (default 0, 1, ...)."""
+    if class_ids is None:
+        class_ids = tf.range(scores.shape[1])
     num_boxes = tf.shape(boxes)[0]
     max_selection = tf.minimum(config.max_size_per_class, num_boxes)
 
@@ -215,7 +225,7 @@ def _multiclass_nms_all(
     merged.update(_gather(additional_fields, flat))
     merged["scores"] = tf.reshape(selected_scores, [-1])
     merged["classes"] = tf.reshape(
-        tf.tile(tf.range(num_classes, dtype=tf.float32)[:, tf.newaxis], [1, max_selection]), [-1]
+        tf.tile(tf.cast(class_ids, tf.float32)[:, tf.newaxis], [1, max_selection]), [-1]
     )
     merged = _sort_by_score(merged)
     if clip_window is not None:
