@@ -26,7 +26,7 @@ from .model_ref import parse_model_ref
 if TYPE_CHECKING:
     from .registry import ModelSpec
 
-__all__ = ["build_keras_detector", "load", "resolve_spec"]
+__all__ = ["build_keras_detector", "default_backend", "load", "resolve_spec"]
 
 
 def resolve_spec(name_or_source: Any) -> tuple[ModelSpec | None, Any]:
@@ -150,7 +150,7 @@ def load(
     TPUs; detections move slightly, see :func:`zoo.agreement.detection_agreement`).
     """
     if backend is None:
-        backend = _default_backend(name_or_source)
+        backend = default_backend(name_or_source)
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in ("float32", "float16", "bfloat16"):
@@ -198,7 +198,7 @@ def load(
         )
 
 
-def _default_backend(name_or_source: Any) -> str:
+def default_backend(name_or_source: Any) -> str:
     """``"tflite"`` for a folder holding an exported ``model.tflite`` (nothing else runs it), else ``"keras"``."""
     if isinstance(name_or_source, (str, os.PathLike)):
         from .backends.tflite_backend import MODEL_FILE

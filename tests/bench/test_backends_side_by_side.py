@@ -39,12 +39,24 @@ def test_a_model_and_its_tflite_export_are_benchmarked_side_by_side(tmp_path: Pa
 
     exported = zoo.export("demo_shapes", "tflite", out=tmp_path / "demo_lite")
     assert zoo.load(exported.folder).backend == "tflite"  # zoo.load picks the backend of an export itself
-    options = BenchOptions(iterations=2, min_duration_s=0.0, warmup=1)
+    # every chosen backend for the model; the export runs on the one backend that can run it
+    options = BenchOptions(iterations=2, min_duration_s=0.0, warmup=1, backends=("keras", "saved_model"))
     doc = run([str(exported.folder), "demo_shapes"], options=options, out_dir=tmp_path / "report")
-    lite, keras = doc["models"]
-    assert (lite["backend"], keras["backend"]) == ("tflite", "keras")
+    lite, keras, served = doc["models"]
+    assert (lite["backend"], keras["backend"], served["backend"]) == ("tflite", "keras", "saved_model")
+    assert served["size_bytes"] > 0 and "error" not in served
     assert lite["source_model"] == "demo_shapes" and lite["size_bytes"] == (exported.folder / "model.tflite").stat().st_size
     assert keras["size_bytes"] > 0 and keras["times"]["load_s"] > 0 and lite["times"]["load_s"] > 0
     table = (tmp_path / "report" / "report.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith(("| demo_shapes", "| demo_lite"))]
-    assert rows[0].startswith("| demo_shapes | keras |") and rows[1].startswith("| demo_lite (from demo_shapes) | tflite |")
+    assert rows[0].startswith("| demo_shapes | keras |") and rows[1].startswith("| demo_shapes | saved_model |")
+    assert rows[2].startswith("| demo_lite (from demo_shapes) | tflite |")
+
+
+def test_backend_list_is_checked_before_any_model_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo.cli import main
+
+    for value, fragment in (("keras,torch", "--backend 'torch' is not one of"), (",", "names no backend")):
+        assert main(["bench", "no_such_model", "--backend", value]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and fragment in err, err

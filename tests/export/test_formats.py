@@ -203,9 +203,13 @@ def _nms_case(seed: int, crowded: bool):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("crowded", [False, True])
-def test_tflite_ssd_nms_gives_the_keras_nms_detections(crowded: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The per-class NMS of the TFLite graph (on each class's best candidates, with the fallback to
-    every box when that could miss a detection) selects exactly what the Keras model's NMS selects."""
+@pytest.mark.parametrize(("path", "fallback"), [("_fast_nms_or_full", "_per_class_nms"),
+                                                ("_pair_nms_or_per_class", "_fast_nms_or_full")])
+def test_tflite_ssd_nms_gives_the_keras_nms_detections(path: str, fallback: str, crowded: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NMS of the TFLite graph (on each class's best candidates, or on the best (box, class)
+    pairs of all classes, each with its fallback when that could miss a detection) selects exactly
+    what the Keras model's NMS selects."""
     import functools
 
     import tensorflow as tf
@@ -217,12 +221,12 @@ def test_tflite_ssd_nms_gives_the_keras_nms_detections(crowded: bool, monkeypatc
                        change_coordinate_frame=False)
     boxes, scores = _nms_case(7, crowded)
     window = tf.constant([0.0, 0.0, 1.0, 1.0])
-    full_calls = []
-    every_box = tflite_graphs._per_class_nms
-    monkeypatch.setattr(tflite_graphs, "_per_class_nms", lambda *a: full_calls.append(1) or every_box(*a))
+    fallback_calls = []
+    exact = getattr(tflite_graphs, fallback)
+    monkeypatch.setattr(tflite_graphs, fallback, lambda *a: fallback_calls.append(1) or exact(*a))
     detections = functools.partial(tflite_graphs._detections, window=window, config=config)
-    out, num = tflite_graphs._fast_nms_or_full(tf.constant(boxes), tf.constant(scores), config, detections)
-    assert len(full_calls) == (1 if crowded else 0)  # the fallback runs exactly when it is needed
+    out, num = getattr(tflite_graphs, path)(tf.constant(boxes), tf.constant(scores), config, detections)
+    assert len(fallback_calls) == (1 if crowded else 0)  # the fallback runs exactly when it is needed
     expected, expected_num = multiclass_nms(boxes, scores, config, window)
     assert int(num) == int(expected_num) == config.max_total_size  # both cases fill the output
     np.testing.assert_array_equal(out["classes"][: int(num)].numpy(), expected["classes"].numpy())

@@ -220,6 +220,16 @@ def acquire(name: str, backend: str | None) -> tuple[Any, dict[str, float | None
     return detector, {"download_s": download_s, "load_s": load_s}
 
 
+def _backends_for(entry: Any, options: BenchOptions) -> tuple[str | None, ...]:
+    """The backends ``entry`` is benchmarked on: each chosen one for a model name, archive or model
+    folder; its own for a loaded detector and for a TFLite export (which only the tflite backend runs)."""
+    from ..loading import default_backend
+
+    if not isinstance(entry, str) or default_backend(entry) == "tflite":
+        return (None,)
+    return options.backend_choices()
+
+
 def _published(detector: Any) -> dict[str, Any]:
     pub = _spec_value(detector, "published")
     keys = ("box_map", "keypoint_map", "mask_map", "speed_ms")
@@ -369,8 +379,7 @@ def run(
     entries: list[Any] = []
     for m in models:
         entries += resolve_models([m]) if isinstance(m, str) else [m]
-    runs = [(entry, backend) for entry in entries
-            for backend in (options.backend_choices() if isinstance(entry, str) else (None,))]
+    runs = [(entry, backend) for entry in entries for backend in _backends_for(entry, options)]
     records = []
     for entry, backend in runs:
         try:

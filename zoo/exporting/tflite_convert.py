@@ -91,7 +91,8 @@ def _tflite_layers(net: Any) -> Iterator[int]:
         def call(inputs: Any) -> Any:
             height, width = int(inputs.shape[1]), int(inputs.shape[2])
             size = [height * int(layer.size[0]), width * int(layer.size[1])]
-            return tf.compat.v1.image.resize_nearest_neighbor(inputs, size, half_pixel_centers=False)
+            return tf.raw_ops.ResizeNearestNeighbor(images=inputs, size=size, align_corners=False,
+                                                    half_pixel_centers=False)
         return call
 
     swapped = []
