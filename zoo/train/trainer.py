@@ -37,9 +37,8 @@ class TrainConfig:
 
     The optimizer: with ``pipeline_train_config`` (a ``pipeline.config``'s ``train_config``
     message) and none of ``learning_rate``, ``schedule``, ``warmup_steps`` and
-    ``warmup_learning_rate`` given, the config's
-    ``train_config.optimizer`` and learning-rate schedule, stretched to ``steps`` (see
-    :mod:`zoo.train.optimizer`). Otherwise Adam: ``warmup_steps`` default to 10% of ``steps``; the
+    ``warmup_learning_rate`` given, the config's ``train_config.optimizer`` and learning-rate
+    schedule, stretched to ``steps`` (see :mod:`zoo.train.optimizer`). Otherwise Adam: ``warmup_steps`` default to 10% of ``steps``; the
     learning rate rises linearly from ``warmup_learning_rate`` (default a quarter of
     ``learning_rate``, itself default 1e-3) and then follows a cosine to zero at ``steps``
     (``schedule="cosine"``, the default) or stays flat (``"constant"``).
