@@ -50,6 +50,7 @@ class FinetuneResult:
     registry: Path | None = None
     training_checkpoints: list[str] = dataclasses.field(default_factory=list)
     selection: dict[str, int] = dataclasses.field(default_factory=dict)  # see select_trainable
+    optimizer: str | None = None  # the Keras optimizer's class: the pipeline.config's, or Adam
 
 
 def _dataset(train_data: Any, images: str | os.PathLike[str] | None) -> Any:
@@ -472,7 +473,8 @@ def finetune(
         recalibrate_batch_norm(net, data, batches=int(recalibrate_batches), batch_size=int(batch_size),
                                network_input=objective.network_input)
     result = FinetuneResult(steps=run.final_step, final_loss=run.final_loss, seconds=run.seconds,
-                            history=run.history, training_checkpoints=run.checkpoints, selection=counts)
+                            history=run.history, training_checkpoints=run.checkpoints, selection=counts,
+                            optimizer=type(trainer.optimizer).__name__)
     if out is None:
         from .backends.keras_backend import KerasBackend
         from .detector import Detector

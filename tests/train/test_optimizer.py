@@ -141,3 +141,20 @@ def test_train_config_uses_the_pipeline_unless_told_otherwise():
         assert isinstance(adam, keras.optimizers.Adam), explicit
     assert float(build_optimizer(TrainConfig(steps=100, learning_rate=0.01)).learning_rate) == pytest.approx(0.0025)
     assert isinstance(build_optimizer(TrainConfig(steps=100)), keras.optimizers.Adam)  # no pipeline: Adam 1e-3
+
+
+def test_finetune_takes_the_configs_optimizer_unless_given_a_learning_rate(tmp_path):
+    import zoo
+    from tests.train.test_loop import TINY_CONFIG, register_tiny
+    from zoo.datasets.coco import CocoDataset
+    from zoo.datasets.synthetic import make_shapes_dataset
+
+    register_tiny()
+    config = tmp_path / "pipeline.config"
+    config.write_text(TINY_CONFIG.replace("train_config { batch_size: 4 num_steps: 10 }", MOMENTUM_COSINE),
+                      encoding="utf-8")
+    data = make_shapes_dataset(tmp_path / "shapes", 4, seed=3, image_size=64)
+    ds = CocoDataset(data / "annotations.json", data / "images")
+    common = {"steps": 2, "batch_size": 4, "progress": False, "recalibrate_batches": 0, "augment": False}
+    assert zoo.finetune(config, ds, **common).finetune_result.optimizer == "SGD"
+    assert zoo.finetune(config, ds, learning_rate=1e-3, **common).finetune_result.optimizer == "Adam"

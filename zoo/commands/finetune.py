@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     )
     result = det.finetune_result
     out = Path(args.out)
-    print(f"trained {result.steps} steps in {result.seconds:.1f} s, final loss {result.final_loss:.4f}")
+    print(f"trained {result.steps} steps ({result.optimizer}) in {result.seconds:.1f} s, "
+          f"final loss {result.final_loss:.4f}")
     print(f"model folder:  {result.model_dir}")
     print(f"archive:       {result.tarball} ({result.size_bytes} bytes, sha256 {result.sha256})")
     print(f"registry:      {result.registry}")
