@@ -29,9 +29,9 @@ def _run(fn, boxes, scores, config):
 @pytest.mark.parametrize(
     ("num_boxes", "num_classes", "levels", "max_total"),
     [
-        (2000, 30, None, 50),  # settles on the first cutoff
-        (2000, 30, 20, 50),  # heavy ties at every cutoff
-        (400, 4, 8, 50),  # the first cutoff leaves too few detections: a later one or all candidates decide
+        (2000, 30, None, 50),  # settles on the cutoff
+        (2000, 30, 20, 50),  # heavy ties at the cutoff
+        (400, 4, 8, 50),  # fewer boxes than the cutoff's count
         (40, 2, None, 100),  # fewer detections than max_total_size: all candidates
     ],
 )

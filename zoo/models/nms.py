@@ -20,9 +20,10 @@ Greedy NMS decides each candidate from the higher-ranked ones alone (rank: score
 index), so NMS over the pairs scoring strictly above a cutoff ``t`` selects exactly the full run's
 selections among them, in the same order; every other selection scores at most ``t``. When
 ``max_total_size`` detections survive step 3 this way, they are the full run's output, in the same
-order (ties included). :func:`multiclass_nms` picks ``t`` so that 4, then 40 times ``max_total_size``
-boxes have a class above it, and falls back to all candidates when that does not settle it (fewer
-detections than ``max_total_size`` in the image).
+order (ties included). :func:`multiclass_nms` picks ``t`` so that 10 times ``max_total_size`` boxes
+have a class above it, and falls back to all candidates when that does not settle it (fewer
+detections than ``max_total_size`` in the image). Each further attempt would add its own graph
+copy (trace and first-call time), so there is one.
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def _sort_by_score(fields: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
 
 
 #: candidate counts tried before all candidates, as multiples of ``max_total_size``
-CANDIDATE_FACTORS = (4, 40)
+CANDIDATE_FACTORS = (10,)
 
 
 def multiclass_nms(
