@@ -1,5 +1,5 @@
-"""``zoo.finetune``: train a zoo CenterNet or SSD-family model (SSD, RetinaNet, EfficientDet), or a
-config of one, on a COCO-format dataset.
+"""``zoo.finetune``: train a zoo detector of any family (CenterNet; SSD, RetinaNet, EfficientDet;
+Faster R-CNN, Mask R-CNN), or a config of one, on a COCO-format dataset.
 
     det = zoo.finetune("centernet_mobilenetv2fpn_512x512_coco17_od", "data/annotations.json",
                        images="data/images", num_classes=3, steps=2000, out_dir="runs/shapes")
@@ -10,7 +10,8 @@ config of one, on a COCO-format dataset.
 Starts from the zoo checkpoint (everything that fits is restored, the class-dependent head layers
 are re-initialised for the new class count), trains the chosen variables (``trainable``: all, the
 prediction heads, or glob patterns) with the losses of the model's ``pipeline.config`` (CenterNet's
-focal/L1 losses; SSD's anchor matching, box coder, focal/smooth-L1 losses and hard example mining),
+focal/L1 losses; SSD's anchor matching, box coder, focal/smooth-L1 losses and hard example mining;
+Faster R-CNN's RPN and second-stage sampling, box, class and mask losses),
 re-estimates the statistics of the BatchNorms that trained on the training images, and, when
 ``out_dir`` is given, exports the result in the zoo's own layout (``out_dir/<name>/``), packs it
 as ``out_dir/<name>.tar.gz`` and writes ``out_dir/registry.yaml`` so that ``ODZOO_REGISTRY`` makes
@@ -21,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import fnmatch
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,7 @@ from . import validate
 from .errors import ArgumentError, ConfigError, DatasetError, UnsupportedModelError
 
 __all__ = [
-    "FinetuneResult", "check_arguments", "check_trainable", "check_trainable_selection", "evaluate_detector",
-    "finetune", "recalibrate_batch_norm", "select_trainable",
+    "FinetuneResult", "check_arguments", "check_trainable", "evaluate_detector", "finetune",
 ]
 
 
@@ -49,7 +48,7 @@ class FinetuneResult:
     size_bytes: int | None = None
     registry: Path | None = None
     training_checkpoints: list[str] = dataclasses.field(default_factory=list)
-    selection: dict[str, int] = dataclasses.field(default_factory=dict)  # see select_trainable
+    selection: dict[str, int] = dataclasses.field(default_factory=dict)  # see zoo.train.trainable.select_trainable
     optimizer: str | None = None  # the Keras optimizer's class: the pipeline.config's, or Adam
 
 
@@ -72,8 +71,6 @@ def _dataset(train_data: Any, images: str | os.PathLike[str] | None) -> Any:
 
 #: Meta-architectures odzoo can fine-tune.
 TRAINABLE = ("center_net", "ssd", "faster_rcnn")
-#: Named choices of ``trainable`` (besides a list of variable-name glob patterns).
-TRAINABLE_CHOICES = ("all", "heads")
 SCHEDULES = ("cosine", "constant")
 
 
@@ -129,8 +126,8 @@ _ARCHITECTURE_NAMES = {"center_net": "CenterNet", "ssd": "SSD", "faster_rcnn": "
 
 def _not_trainable(label: str, meta: str) -> str:
     shown = _ARCHITECTURE_NAMES.get(meta, meta)
-    return (f"{label}: odzoo cannot fine-tune {shown} models ({meta}) yet, only CenterNet and SSD-family "
-            "models (e.g. centernet_resnet50, ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8)")
+    return (f"{label}: odzoo cannot fine-tune {shown} models ({meta}) yet, only "
+            f"{', '.join(_ARCHITECTURE_NAMES.values())} models (e.g. centernet_resnet50)")
 
 
 def _meta_architecture_of_config(path: Path) -> str:
@@ -164,7 +161,7 @@ def check_trainable(model_or_name: Any) -> None:
         if spec is not None:
             if spec.kind != "detector" or spec.meta_architecture is None:
                 raise UnsupportedModelError(f"{spec.name} is a {spec.kind} ({spec.family}), not a detector; "
-                                            "fine-tune a CenterNet or SSD detector (e.g. centernet_resnet50)")
+                                            "fine-tune a detector (e.g. centernet_resnet50)")
             meta, label = spec.meta_architecture, spec.name
         elif path.is_file() and path.suffix not in (".gz", ".tgz", ".tar"):
             meta = _meta_architecture_of_config(path)
@@ -174,95 +171,6 @@ def check_trainable(model_or_name: Any) -> None:
         raise ArgumentError(f"model must be a registry name, a path or a Detector, not {type(model_or_name).__name__}")
     if meta is not None and meta not in TRAINABLE:
         raise UnsupportedModelError(_not_trainable(label, meta))
-
-
-def check_trainable_selection(trainable: Any, *, as_options: bool = False) -> tuple[str, ...] | str:
-    """``trainable`` checked: ``"all"``, ``"heads"`` or a non-empty list of glob patterns of variable
-    names (checkpoint keys such as ``model/_box_predictor/*`` or Keras paths). Returns the choice or
-    the patterns as a tuple."""
-    label = "--trainable" if as_options else "trainable"
-    if isinstance(trainable, str):
-        if trainable in TRAINABLE_CHOICES:
-            return trainable
-        raise ArgumentError(f"{label} must be one of {', '.join(TRAINABLE_CHOICES)} or a list of variable-name "
-                            f"patterns, got {trainable!r}")
-    if isinstance(trainable, Sequence) and trainable and all(isinstance(p, str) and p.strip() for p in trainable):
-        return tuple(p.strip() for p in trainable)
-    raise ArgumentError(f"{label} must be one of {', '.join(TRAINABLE_CHOICES)} or a non-empty list of "
-                        f"variable-name patterns, got {trainable!r}")
-
-
-def head_layers(net: Any) -> list[Any]:
-    """The prediction head layers of a network: SSD's box and class predictor convolutions (the
-    few-shot recipe's ``WeightSharedConvolutionalBoxHead`` / ``...ClassHead``, or the per-level
-    convolutional heads), CenterNet's head stacks."""
-    predictor = getattr(net, "box_predictor", None)
-    if predictor is not None:
-        boxes = list(getattr(predictor, "box_heads", None) or [predictor.box_head])
-        return boxes + list(getattr(predictor, "class_heads", None) or [predictor.class_head])
-    if getattr(net, "second_stage_model", None) is not None:  # Faster R-CNN: RPN, box/class (and mask) heads
-        masks = list(net.mask_layers) if net.mask_model is not None else []
-        return [net.rpn_box_head, net.rpn_class_head, net.box_head, net.class_head, *masks]
-    heads = getattr(net, "heads", None)
-    if isinstance(heads, Mapping):
-        return [layer for stacks in heads.values() for stack in stacks for layer in stack.layers]
-    raise UnsupportedModelError(f"{type(net).__name__} has no prediction heads odzoo knows of; "
-                                "choose trainable='all' or variable patterns")
-
-
-def _leaf_layers(model: Any) -> list[Any]:
-    return [l for l in _all_layers(model) if not list(l._flatten_layers(include_self=False, recursive=False))]
-
-
-def _variable_names(net: Any) -> dict[int, list[str]]:
-    """``{id(variable): [checkpoint key, Keras path]}``."""
-    names: dict[int, list[str]] = {}
-    for key, variable in net.checkpoint_map().items():
-        names.setdefault(id(variable), []).append(key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE"))
-    for variable in net.keras_model.weights:
-        names.setdefault(id(variable), []).append(variable.path)
-    return names
-
-
-def select_trainable(net: Any, trainable: Any = "all", *, freeze_batchnorm: bool = False) -> dict[str, int]:
-    """Make exactly the chosen variables of ``net`` trainable (see :func:`check_trainable_selection`).
-
-    BatchNorm layers are frozen (inference mode: moving statistics, no update) when
-    ``freeze_batchnorm``, when only the heads train, and when none of their variables is chosen.
-    Returns counts: ``trainable`` / ``frozen`` variables (weights of trainable layers) and
-    ``frozen_batch_norms``. A pattern list that matches no variable is an :class:`ArgumentError`.
-    """
-    import keras
-
-    choice = check_trainable_selection(trainable)
-    layers = _leaf_layers(net.keras_model)
-    heads = {id(l) for l in head_layers(net)} if choice == "heads" else set()
-    names = _variable_names(net) if isinstance(choice, tuple) else {}
-    frozen_bn = 0
-    for layer in layers:
-        if not layer.weights:
-            continue
-        is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        if choice == "all":
-            chosen = set() if (is_bn and freeze_batchnorm) else {id(v) for v in layer.weights}
-        elif choice == "heads":
-            chosen = {id(v) for v in layer.weights} if id(layer) in heads and not is_bn else set()
-        else:
-            chosen = {id(v) for v in layer.weights
-                      if any(fnmatch.fnmatchcase(n, p) for n in names.get(id(v), []) for p in choice)}
-            if is_bn and freeze_batchnorm:
-                chosen = set()
-        layer.trainable = bool(chosen)
-        if chosen:
-            for v in layer.trainable_weights:
-                v.trainable = id(v) in chosen
-        frozen_bn += int(is_bn and not chosen)
-    variables = net.keras_model.trainable_variables
-    if not variables:
-        raise ArgumentError(f"trainable={trainable!r} selects no variable of the model; "
-                            "check the patterns against its checkpoint keys")
-    total = sum(len(l.weights) for l in layers)
-    return {"trainable": len(variables), "frozen": total - len(variables), "frozen_batch_norms": frozen_bn}
 
 
 def _labels(dataset: Any, num_classes: int) -> dict[int, str]:
@@ -304,66 +212,6 @@ def _open_model(model_or_name: Any, num_classes: int, labels: Mapping[int, str],
     return det, load(det.model_dir / "pipeline.config")
 
 
-def _geometry(net: Any, input_size: int | tuple[int, int] | None) -> Any:
-    from .models.preprocess import Resizer
-    from .train.data import InputGeometry
-
-    if input_size is not None:
-        h, w = (int(input_size), int(input_size)) if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
-        if h % 32 or w % 32 or h <= 0 or w <= 0:
-            raise ConfigError(f"input_size must be positive multiples of 32, got {h}x{w}")
-        net.resizer = (Resizer("keep_aspect_ratio", min_dimension=h, max_dimension=h, pad_to_max_dimension=True)
-                       if h == w else Resizer("fixed_shape", height=h, width=w))
-    r = net.resizer
-    stride = int(getattr(net, "stride", 1))  # CenterNet's output stride; SSD targets need none
-    if r.kind == "fixed_shape":
-        return InputGeometry(r.height, r.width, "fixed_shape", stride)
-    return InputGeometry(r.max_dimension, r.max_dimension, "keep_aspect_ratio", stride)
-
-
-def _augment_config(config: Any) -> Any:
-    """Default augmentation, with the keypoint flip permutation of the config's horizontal flip."""
-    from .train.augment import AugmentConfig
-
-    perm: tuple[int, ...] | None = None
-    train = config.get("train_config")
-    for option in (train.all("data_augmentation_options") if train is not None else []):
-        if "random_horizontal_flip" in option:
-            values = option["random_horizontal_flip"].all("keypoint_flip_permutation")
-            if values:
-                perm = tuple(int(v) for v in values)
-    return AugmentConfig(keypoint_flip_permutation=perm)
-
-
-def _all_layers(model: Any) -> list[Any]:
-    return list(model._flatten_layers(include_self=False, recursive=True))
-
-
-def recalibrate_batch_norm(net: Any, data: Any, *, batches: int = 25, batch_size: int = 16,
-                           network_input: Any = None) -> int:
-    """Replace every trainable BatchNorm layer's moving statistics by their average over ``batches``
-    batches of un-augmented training images (a cumulative mean, layer after layer as the network
-    runs); frozen BatchNorms keep theirs. ``network_input`` maps training images to the network's
-    input (default: the CenterNet backbone's preprocessing). Returns the number of layers updated."""
-    import keras
-
-    layers = [l for l in _all_layers(net.keras_model) if isinstance(l, keras.layers.BatchNormalization) and l.trainable]
-    if not layers:
-        return 0
-    saved = [l.momentum for l in layers]
-    to_input = network_input if network_input is not None else net.backbone.preprocess
-    ds = data.tf_dataset(batch_size, shuffle=True, repeat=True, augmented=False)
-    try:
-        for i, batch in enumerate(ds.take(batches)):
-            for layer in layers:
-                layer.momentum = i / (i + 1.0)
-            net.keras_model(to_input(batch["image"]), training=True)
-    finally:
-        for layer, momentum in zip(layers, saved):
-            layer.momentum = momentum
-    return len(layers)
-
-
 def evaluate_detector(detector: Any, dataset: Any, *, score_threshold: float = 0.0) -> Any:
     """COCO box evaluation of ``detector`` on a :class:`~zoo.datasets.coco.CocoDataset` whose category
     names match the detector's labels. Returns :class:`~zoo.eval.EvalResult`."""
@@ -403,7 +251,7 @@ def finetune(
     saved_model: bool = True,
     trainable: str | Sequence[str] = "all",
 ) -> Any:
-    """Fine-tune a CenterNet or SSD-family model and return the trained :class:`~zoo.detector.Detector`.
+    """Fine-tune a zoo detector and return the trained :class:`~zoo.detector.Detector`.
 
     ``model_or_name``: a registry name/alias, URL, archive or model folder (restored from its
     checkpoint), a Keras :class:`Detector`, or a ``pipeline.config`` path (trained from scratch).
@@ -420,16 +268,18 @@ def finetune(
     With ``out_dir`` the result is exported (see the module docstring) and the returned detector is
     loaded back from the packed archive; without it the trained detector is returned as is.
     ``trainable``: ``"all"`` (default), ``"heads"`` (only the prediction heads, BatchNorm frozen: the
-    few-shot recipe) or a list of glob patterns of variable names (see :func:`select_trainable`);
+    few-shot recipe) or a list of glob patterns of variable names (see :func:`zoo.train.trainable.select_trainable`);
     BatchNorm is also frozen where the config sets ``freeze_batchnorm``.
     """
     check_arguments(num_classes=num_classes, steps=steps, epochs=epochs, batch_size=batch_size,
                      learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
                      checkpoint_every=checkpoint_every, out_dir=out_dir, name=name, input_size=input_size,
                      seed=seed, recalibrate_batches=recalibrate_batches)
+    from .train.data import check_has_boxes
+    from .train.trainable import check_trainable_selection
+
     check_trainable(model_or_name)
     selection = check_trainable_selection(trainable)
-    from .train.data import check_has_boxes
 
     dataset = _dataset(train_data, images)
     if len(dataset) == 0:
@@ -442,6 +292,10 @@ def finetune(
     import keras
     import tensorflow as tf
 
+    from .train.batch_norm import recalibrate_batch_norm
+    from .train.families import family_parts, training_geometry
+    from .train.new_head import reinitialize_new_head
+    from .train.trainable import select_trainable
     from .train.trainer import TrainConfig, Trainer
 
     total = int(steps) if steps is not None else max(1, math.ceil(float(epochs) * len(dataset) / batch_size))
@@ -458,8 +312,8 @@ def finetune(
     net = det.net
     if det is not model_or_name:  # loaded here: its new head is untrained (a Detector given may be trained)
         reinitialize_new_head(det, config, seed=int(seed))
-    geometry = _geometry(net, input_size)
-    data, objective, freeze_bn = _family_parts(meta, net, config, dataset, geometry, k, augment, int(seed))
+    geometry = training_geometry(net, input_size)
+    data, objective, freeze_bn = family_parts(meta, net, config, dataset, geometry, k, augment, int(seed))
     counts = select_trainable(net, selection, freeze_batchnorm=freeze_bn)
     train_config = TrainConfig(steps=total, batch_size=int(batch_size),
                                learning_rate=float(learning_rate) if learning_rate is not None else None,
@@ -484,87 +338,6 @@ def finetune(
         return trained
     return _export_and_reload(net, config, labels, out, name or f"{_base_name(model_or_name)}_finetuned",
                               geometry, train_config, result, saved_model)
-
-
-def _family_parts(meta: str, net: Any, config: Any, dataset: Any, geometry: Any, num_classes: int,
-                  augment: bool, seed: int) -> tuple[Any, Any, bool]:
-    """``(training data, objective, freeze_batchnorm)`` of a meta-architecture, from its config."""
-    from .pipeline_config import model_config
-
-    _, msg = model_config(config)
-    augment_config = _augment_config(config) if augment else None
-    ids = sorted(dataset.categories)
-    if meta == "ssd":
-        from .train.ssd.data import BoxTrainingData
-        from .train.ssd.objective import SsdObjective
-
-        regularize = bool(config.get("train_config.add_regularization_loss", True))
-        data = BoxTrainingData(dataset, geometry, num_classes, category_ids=ids, augment_config=augment_config,
-                               max_boxes=int(config.get("train_config.max_number_of_boxes", 100)), seed=seed)
-        return data, SsdObjective(net, msg, add_regularization_loss=regularize), bool(msg.get("freeze_batchnorm", False))
-    if meta == "faster_rcnn":
-        from .train.faster_rcnn.data import FasterRcnnTrainingData, has_segmentation
-        from .train.faster_rcnn.objective import FasterRcnnObjective
-
-        regularize = bool(config.get("train_config.add_regularization_loss", True))
-        data = FasterRcnnTrainingData(dataset, geometry, num_classes, category_ids=ids, augment_config=augment_config,
-                                      max_boxes=int(config.get("train_config.max_number_of_boxes", 100)), seed=seed,
-                                      with_masks=net.mask_model is not None and has_segmentation(dataset))
-        freeze = not bool(msg.get("feature_extractor.batch_norm_trainable", False))
-        return data, FasterRcnnObjective(net, msg, add_regularization_loss=regularize), freeze
-    from .train.data import TrainingData
-    from .train.losses import LossWeights
-    from .train.trainer import CenterNetObjective
-
-    weights = LossWeights.from_config(msg)
-    data = TrainingData(dataset, geometry, num_classes, category_ids=ids, augment_config=augment_config,
-                        min_overlap=weights.min_box_overlap_iou, seed=seed)
-    return data, CenterNetObjective(net, weights), False
-
-
-def _config_initializer(hyperparams: Any, seed: int) -> Any:
-    """The Keras initializer a ``conv_hyperparams.initializer`` message names (None when absent)."""
-    import keras
-
-    if hyperparams is None or "initializer" not in hyperparams:
-        return None
-    kind, msg = hyperparams["initializer"].oneof()
-    if kind == "random_normal_initializer":
-        return keras.initializers.RandomNormal(float(msg.get("mean", 0.0)), float(msg.get("stddev", 1.0)), seed=seed)
-    if kind == "truncated_normal_initializer":
-        return keras.initializers.TruncatedNormal(float(msg.get("mean", 0.0)), float(msg.get("stddev", 1.0)), seed=seed)
-    if kind == "variance_scaling_initializer":
-        return keras.initializers.VarianceScaling(
-            scale=float(msg.get("factor", 2.0)), mode=str(msg.get("mode", "FAN_IN")).lower(),
-            distribution="uniform" if bool(msg.get("uniform", False)) else "truncated_normal", seed=seed)
-    return None
-
-
-def reinitialize_new_head(det: Any, config: Any, *, seed: int = 0) -> list[str]:
-    """Give the SSD class-head kernels that the restore re-initialised (another class count) the
-    config's own initializer (the box predictor's ``conv_hyperparams``, e.g. normal with stddev 0.01)
-    instead of a generic one, as the original builds them; their bias keeps
-    ``class_prediction_bias_init``. Faster R-CNN's second-stage box/class heads get the
-    ``fc_hyperparams`` initializer, its mask head the ``conv_hyperparams`` one. Returns the keys re-drawn."""
-    from .pipeline_config import model_config
-
-    meta, msg = model_config(config)
-    report = getattr(det, "restore_report", None)
-    skipped = list(getattr(report, "skipped", None) or [])
-    if meta not in ("ssd", "faster_rcnn") or not skipped:
-        return []
-    _, bp = (msg["box_predictor"] if meta == "ssd" else msg["second_stage_box_predictor"]).oneof()
-    conv_init = _config_initializer(bp["conv_hyperparams"] if "conv_hyperparams" in bp else None, seed)
-    fc_init = _config_initializer(bp["fc_hyperparams"] if "fc_hyperparams" in bp else None, seed)
-    variables = det.net.checkpoint_map()
-    redrawn = []
-    for key in skipped:
-        variable = variables.get(key.removesuffix("/.ATTRIBUTES/VARIABLE_VALUE"))
-        init = conv_init if meta == "ssd" or "/_third_stage_heads/" in key else fc_init
-        if variable is not None and init is not None and key.endswith(("kernel", "pointwise_kernel", "depthwise_kernel")):
-            variable.assign(init(tuple(variable.shape), dtype=variable.dtype))
-            redrawn.append(key)
-    return redrawn
 
 
 def _base_name(model_or_name: Any) -> str:

@@ -361,7 +361,7 @@ def _finetuned(folder, data, root, **kwargs):
     """``folder``'s 5-class model loaded for the dataset's 3 classes (class-dependent heads re-initialised
     with the config's initializers) and fine-tuned; the weights before training and what was redrawn."""
     import zoo
-    from zoo.fine_tuning import reinitialize_new_head
+    from zoo.train.new_head import reinitialize_new_head
 
     keras.utils.set_random_seed(0)
     det = zoo.load(folder, num_classes=3, label_map=LABELS)
@@ -375,7 +375,7 @@ def _finetuned(folder, data, root, **kwargs):
 
 @pytest.mark.slow
 def test_faster_rcnn_heads_training_lowers_the_loss_and_moves_only_the_heads(tiny_folders):
-    from zoo.fine_tuning import head_layers
+    from zoo.train.trainable import head_layers
 
     run = _finetuned(tiny_folders["faster"], tiny_folders["data"], tiny_folders["root"], steps=20,
                      learning_rate=2e-2, schedule="constant", warmup_steps=0, trainable="heads")
@@ -441,7 +441,7 @@ def test_mask_loss_is_skipped_without_segmentations(tiny_folders, tmp_path):
     import json
 
     from zoo.datasets.coco import CocoDataset
-    from zoo.fine_tuning import _family_parts, _geometry
+    from zoo.train.families import family_parts, training_geometry
     from zoo.models.builder import build_model
 
     gt = json.loads((tiny_folders["data"] / "annotations.json").read_text())
@@ -451,7 +451,7 @@ def test_mask_loss_is_skipped_without_segmentations(tiny_folders, tmp_path):
     dataset = CocoDataset(tmp_path / "boxes.json", tiny_folders["data"] / "images")
     config = parse(tiny_config(3, masks=True))
     net = build_model(config, num_classes=3)
-    data, objective, freeze = _family_parts("faster_rcnn", net, config, dataset, _geometry(net, None), 3, False, 0)
+    data, objective, freeze = family_parts("faster_rcnn", net, config, dataset, training_geometry(net, None), 3, False, 0)
     assert not freeze  # batch_norm_trainable: true
     batch = next(iter(data.tf_dataset(2, shuffle=False, repeat=False, augmented=False)))
     losses = objective(batch, training=False)

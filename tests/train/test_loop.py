@@ -129,7 +129,7 @@ def test_trainer_lowers_loss_checkpoints_and_resumes(shapes, tmp_path):
 
 
 def test_recalibrate_batch_norm_sets_statistics_of_the_data(shapes):
-    from zoo.fine_tuning import recalibrate_batch_norm
+    from zoo.train.batch_norm import recalibrate_batch_norm
 
     net = tiny_net()
     data = TrainingData(shapes, InputGeometry(64, 64), 3, seed=0)
@@ -201,7 +201,7 @@ train_config { batch_size: 4 num_steps: 10
 def test_keypoint_model_trains_its_keypoint_heads(shapes, tmp_path):
     """A one-class (person) keypoint CenterNet: keypoint targets and losses take part in training."""
     import zoo
-    from zoo.fine_tuning import _augment_config
+    from zoo.train.families import augment_config
     from zoo.labels import PERSON_KEYPOINTS
     from zoo.pipeline_config import parse
 
@@ -221,7 +221,7 @@ def test_keypoint_model_trains_its_keypoint_heads(shapes, tmp_path):
     ann_path.write_text(json.dumps(data))
     config = tmp_path / "pipeline.config"
     config.write_text(KEYPOINT_CONFIG, encoding="utf-8")
-    assert _augment_config(parse(KEYPOINT_CONFIG)).keypoint_flip_permutation[:3] == (0, 2, 1)
+    assert augment_config(parse(KEYPOINT_CONFIG)).keypoint_flip_permutation[:3] == (0, 2, 1)
     register_tiny()
     det = zoo.finetune(config, ann_path, images=shapes.images_dir, steps=4, batch_size=4, progress=False,
                        recalibrate_batches=1)

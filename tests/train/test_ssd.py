@@ -212,7 +212,9 @@ def few_shot(tmp_path_factory):
     import zoo
     from zoo.datasets.coco import CocoDataset
     from zoo.datasets.synthetic import make_shapes_dataset
-    from zoo.fine_tuning import _geometry, reinitialize_new_head, select_trainable
+    from zoo.train.families import training_geometry
+    from zoo.train.new_head import reinitialize_new_head
+    from zoo.train.trainable import select_trainable
     from zoo.train.ssd.data import BoxTrainingData
     from zoo.train.ssd.objective import SsdObjective
 
@@ -224,7 +226,7 @@ def few_shot(tmp_path_factory):
     redrawn = reinitialize_new_head(det, config)  # the config's initializer, as zoo.finetune does
     net = det.net
     objective = SsdObjective(net, model_config(config)[1])
-    data = BoxTrainingData(CocoDataset(train / "annotations.json", train / "images"), _geometry(net, None), 3,
+    data = BoxTrainingData(CocoDataset(train / "annotations.json", train / "images"), training_geometry(net, None), 3,
                            augment_config=None)
     batch = next(iter(data.tf_dataset(4, shuffle=False, repeat=False, augmented=False)))
     select_trainable(net, "heads")  # as zoo.finetune will: the regularised kernels are the heads' on both sides
@@ -240,7 +242,7 @@ def few_shot(tmp_path_factory):
 
 @pytest.mark.slow
 def test_few_shot_finetune_lowers_the_loss_and_trains_only_the_heads(few_shot):
-    from zoo.fine_tuning import head_layers
+    from zoo.train.trainable import head_layers
 
     before, after, net = few_shot["before"], few_shot["after"], few_shot["net"]
     print(f"loss before {before} after {after}")
@@ -286,7 +288,8 @@ def test_fine_tuned_ssd_round_trips_through_the_zoo_layout(few_shot):
 def test_trainable_choices_are_checked_before_any_work(tmp_path):
     import zoo
     from zoo.errors import ArgumentError
-    from zoo.fine_tuning import check_trainable, check_trainable_selection
+    from zoo.fine_tuning import check_trainable
+    from zoo.train.trainable import check_trainable_selection
 
     check_trainable(FPNLITE)  # SSD-family models can be fine-tuned
     assert check_trainable_selection("heads") == "heads"
@@ -301,7 +304,7 @@ def test_trainable_patterns_and_frozen_batch_norm(few_shot):
     import keras
 
     from zoo.errors import ArgumentError
-    from zoo.fine_tuning import select_trainable
+    from zoo.train.trainable import select_trainable
 
     net = few_shot["net"]
     box_head = select_trainable(net, ["model/_box_predictor/_box_prediction_head/*"])

@@ -1,4 +1,4 @@
-"""``odzoo finetune``: fine-tune a zoo CenterNet or SSD-family model on a COCO-format dataset and export it."""
+"""``odzoo finetune``: fine-tune a zoo detector (any family) on a COCO-format dataset and export it."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``finetune`` subcommand."""
     p = sub.add_parser(
         "finetune",
-        help="fine-tune a CenterNet or SSD-family model on a COCO-format dataset and export it in the zoo layout",
-        description="Fine-tune a zoo CenterNet or SSD/RetinaNet/EfficientDet (or a pipeline.config, from scratch) "
+        help="fine-tune a zoo detector on a COCO-format dataset and export it in the zoo layout",
+        description="Fine-tune a zoo CenterNet, SSD/RetinaNet/EfficientDet or Faster/Mask R-CNN (or a pipeline.config, "
+                    "from scratch) "
                     "on COCO-format data; "
                     "writes OUT/train/ (training checkpoints), OUT/NAME/ (zoo layout), OUT/NAME.tar.gz and "
                     "OUT/registry.yaml (use it with ODZOO_REGISTRY to load the result by name).",
@@ -54,12 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train, export, print where things went."""
     from .. import settings
-    from ..fine_tuning import (
-        check_arguments,
-        check_trainable,
-        check_trainable_selection,
-        finetune,
-    )
+    from ..fine_tuning import check_arguments, check_trainable, finetune
+    from ..train.trainable import check_trainable_selection
 
     input_file("--annotations", args.annotations, "COCO annotations JSON")
     input_folder("--images", args.images, "training images")
