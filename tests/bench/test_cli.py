@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES
 from tests.bench.test_detector import ColourDetector
+from tests.conftest import FIXTURES
 from zoo.bench import BenchOptions, run
 from zoo.bench.compare import compare, has_regression
 from zoo.cli import main

@@ -87,7 +87,7 @@ def test_max_images_and_failures_are_recorded(dataset: CocoDataset, tmp_path: Pa
               options=BenchOptions(iterations=2, min_duration_s=0.0, warmup=0, max_images=2, latency=False))
     ok, broken = doc["models"]
     assert ok["accuracy"]["bbox"]["num_images"] == 2 and ok["latency"] is None
-    assert broken == {"model": "tiny_broken", "error": "InputError: cannot read this image"}
+    assert broken == {"model": "tiny_broken", "backend": "numpy", "error": "InputError: cannot read this image"}
     assert doc["protocol"]["image_count"] == 2
 
 

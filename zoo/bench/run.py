@@ -395,7 +395,8 @@ def run(
                                         keypoint_dataset=keypoint_dataset, results_dir=out_dir)
         except ZooError as exc:
             name = entry if isinstance(entry, str) else _spec_value(entry, "name", repr(entry))
-            record = {"model": name, "backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+            record = {"model": name, "backend": backend if isinstance(entry, str) else getattr(entry, "backend", None),
+                      "error": f"{type(exc).__name__}: {exc}"}
         records.append(record)
     doc = {
         "schema": SCHEMA,
