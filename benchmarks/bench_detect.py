@@ -3,6 +3,8 @@
 
     python3 benchmarks/bench_detect.py [--repeats 15] [--cold-runs 2] [--models NAME...]
                                        [--out benchmarks/results/detect.json]
+    python3 benchmarks/bench_detect.py --families [FAMILY...] [--work DIR] [--family-timeout-s 300]
+                                       [--out benchmarks/results/detect_families.json]
 
 Models: the two stand-in archives with a SavedModel (centernet_mobilenetv2fpn_512x512_coco17_od,
 ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8), fetched through a file:// URL into a temporary cache.
@@ -24,12 +26,21 @@ For each it measures
 Prints a markdown table (each figure next to its goal, and whether it is met) and writes JSON
 (results, goals, environment, the load average at the start and the end: the timings are only as
 quiet as the machine).
+
+``--families``: one model of each meta-architecture family (``FAMILIES``; default: those the
+stand-in archives do not cover), built from its manifest as the references were (seed 0 + the
+fixture's overrides, ``../shared/tools/synth_checkpoint.py``) into a zoo folder, exported once with
+``zoo.export(folder, "saved_model")`` and compared with that export: cold start in fresh processes
+(load + first call after the TF import; goal <= 0.25x) and steady batch-1 detect() latency (goal
+<= 0.6x). ``--work DIR`` keeps the folders and exports for the next run. A family whose export or
+first keras cold start does not finish within ``--family-timeout-s`` is skipped, the reason printed.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,9 +50,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 MODELS = ("centernet_mobilenetv2fpn_512x512_coco17_od", "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8")
 TARBALLS = (ROOT / ".." / "shared" / "fixtures" / "tarballs").resolve()
+SHARED = (ROOT / ".." / "shared").resolve()
+#: one zoo model per meta-architecture family, for ``--families``
+FAMILIES = {
+    "centernet": "centernet_mobilenetv2fpn_512x512_coco17_od",
+    "ssd": "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8",
+    "efficientdet": "efficientdet_d0_coco17_tpu-32",
+    "retinanet": "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8",
+    "faster_rcnn": "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8",
+    "mask_rcnn": "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8",
+}
+#: the families the stand-in archives (the default run) do not already cover
+DEFAULT_FAMILIES = ("efficientdet", "retinanet", "faster_rcnn", "mask_rcnn")
 IMAGE = (ROOT / ".." / "shared" / "fixtures" / "inputs" / "A.png").resolve()
 GOALS = {"cold_start_ratio_max": 0.25, "steady_ratio_max": 0.6, "batch8_speedup_min": 2.0}
 
@@ -68,23 +92,25 @@ print(json.dumps({"import_s": t0 - t_start, "load_s": t1 - t0, "first_detect_s":
 """
 
 
-def _cold_run(source: str, backend: str, cache: Path, image: Path) -> dict:
+def _cold_run(source: str, backend: str, cache: Path, image: Path, timeout: float | None = None) -> dict:
+    """One fresh process: import, load ``source`` with ``backend``, detect once (``subprocess.TimeoutExpired``
+    past ``timeout`` seconds)."""
     env = dict(os.environ, ODZOO_CACHE=str(cache), ODZOO_QUIET="1", ODZOO_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
         [sys.executable, "-c", COLD_CHILD, str(ROOT), source, backend, str(image), repr(time.time())],
-        env=env, capture_output=True, text=True, check=False,
+        env=env, capture_output=True, text=True, check=False, timeout=timeout,
     )
     if proc.returncode != 0:
         raise SystemExit(f"cold-start run ({backend}) failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _cold(source: str, backends: tuple[str, ...], cache: Path, runs: int, image: Path) -> dict:
-    """Fresh-process cold starts, the backends alternating run by run."""
-    samples: dict[str, list[dict]] = {b: [] for b in backends}
+def _cold(sources: dict[str, str], cache: Path, runs: int, image: Path, timeout: float | None = None) -> dict:
+    """Fresh-process cold starts of ``{backend: source}``, the backends alternating run by run."""
+    samples: dict[str, list[dict]] = {b: [] for b in sources}
     for _ in range(runs):
-        for b in backends:
-            samples[b].append(_cold_run(source, b, cache, image))
+        for b, source in sources.items():
+            samples[b].append(_cold_run(source, b, cache, image, timeout))
     out = {}
     for b, runs_b in samples.items():
         best = min(runs_b, key=lambda s: s["cold_start_s"])
@@ -190,7 +216,7 @@ def _bench_model(name: str, args, image, image_path: Path, tmp: Path, peak: floa
     cache = tmp / "cache"
     source = (args.tarballs / f"{name}.tar.gz").resolve().as_uri()
     fetch(source, cache_dir=cache)  # cached before any timing
-    cold = _cold(source, ("keras", "saved_model"), cache, args.cold_runs, image_path)
+    cold = _cold({"keras": source, "saved_model": source}, cache, args.cold_runs, image_path)
     keras_det = load(source, backend="keras", cache_dir=cache)
     detectors = {
         "keras": keras_det,
@@ -245,6 +271,160 @@ def _bench_model(name: str, args, image, image_path: Path, tmp: Path, peak: floa
     }
 
 
+EXPORT_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import zoo
+zoo.export(sys.argv[2], "saved_model", out=sys.argv[3])
+"""
+
+
+class FamilySkipped(Exception):
+    """A family that cannot be measured on this machine within the time allowed (the reason is the message)."""
+
+
+def parse_families(names: list[str]) -> tuple[str, ...]:
+    """``--families`` names, checked (ValueError naming the unknown ones); no names = ``DEFAULT_FAMILIES``."""
+    unknown = [n for n in names if n not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                         f"choose from {', '.join(FAMILIES)}")
+    return tuple(dict.fromkeys(names)) or DEFAULT_FAMILIES
+
+
+def _zoo_folder(name: str, work: Path) -> Path:
+    """``work/zoo/NAME``: the model's pipeline.config and its reference checkpoint (seed 0 + overrides),
+    written once and reused; complete or absent."""
+    from bench_float64 import write_checkpoint
+
+    folder = work / "zoo" / name
+    if (folder / "checkpoint" / "ckpt-0.index").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    try:
+        shutil.copyfile(SHARED / "configs" / name / "pipeline.config", staging / "pipeline.config")
+        write_checkpoint(name, staging / "checkpoint")
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _exported(folder: Path, work: Path, timeout: float) -> tuple[Path, float | None]:
+    """``folder`` exported once to a SavedModel in the zoo layout (``work/exports/NAME``, reused when
+    present), in a fresh process; the seconds it took (None when reused)."""
+    out = work / "exports" / folder.name
+    if out.is_dir():
+        return out, None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{folder.name}-{os.getpid()}"
+    env = dict(os.environ, ODZOO_QUIET="1", ODZOO_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-c", EXPORT_CHILD, str(ROOT), str(folder), str(staging)],
+                              env=env, capture_output=True, text=True, check=False, timeout=timeout)
+        if proc.returncode != 0:
+            raise SystemExit(f"export of {folder.name} failed:\n{proc.stderr[-2000:]}")
+        staging.rename(out)
+    except subprocess.TimeoutExpired:
+        raise FamilySkipped(f"the SavedModel export did not finish within {timeout:.0f} s on this machine") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out, time.perf_counter() - t0
+
+
+def _bench_family(family: str, args, image, image_path: Path, work: Path) -> dict:
+    """Keras backend against the model's own export: fresh-process cold start and steady batch-1 latency."""
+    import gc
+
+    from zoo.loading import load
+
+    name = FAMILIES[family]
+    t0 = time.perf_counter()
+    folder = _zoo_folder(name, work)
+    checkpoint_s = time.perf_counter() - t0
+    export, export_s = _exported(folder, work, args.family_timeout_s)
+    sources = {"keras": str(folder), "saved_model": str(export)}
+    try:
+        cold = _cold(sources, work / "cache", args.cold_runs, image_path, args.family_timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise FamilySkipped(f"a cold start did not finish within {args.family_timeout_s:.0f} s on this machine "
+                            f"({exc.cmd[5]} backend)") from None
+    detectors = {b: load(src, backend=b) for b, src in sources.items()}
+    steady = _steady(detectors, image, args.repeats)
+    del detectors
+    gc.collect()
+    ratios = {
+        "cold_start_keras_over_saved_model": cold["keras"]["median_cold_start_s"] / cold["saved_model"]["median_cold_start_s"],
+        "steady_keras_over_saved_model": steady["keras"]["median_s"] / steady["saved_model"]["median_s"],
+    }
+    return {
+        "model": name,
+        "checkpoint_written_s": checkpoint_s,
+        "export_s": export_s,
+        "cold_start": cold,
+        "steady": {b: {k: v for k, v in s.items() if k != "samples_s"} for b, s in steady.items()},
+        "steady_samples_s": {b: s["samples_s"] for b, s in steady.items()},
+        "ratios": ratios,
+        "goals_met": {
+            "cold_start": ratios["cold_start_keras_over_saved_model"] <= GOALS["cold_start_ratio_max"],
+            "steady": ratios["steady_keras_over_saved_model"] <= GOALS["steady_ratio_max"],
+        },
+    }
+
+
+def families_table(families: dict) -> list[str]:
+    """Markdown rows for ``--families``: each figure with its goal and whether it is met; skips with their reason."""
+    lines = ["| family (model) | figure | keras | saved_model (own export) | keras / saved_model | goal | met |",
+             "|---|---|---|---|---|---|---|"]
+    for family, m in families.items():
+        if "skipped" in m:
+            lines.append(f"| {family} ({m['model']}) | skipped | {m['skipped']} | | | | |")
+            continue
+        cold, steady, r = m["cold_start"], m["steady"], m["ratios"]
+        label = f"{family} ({m['model']})"
+        lines.append(f"| {label} | cold start: load + first call after the TF import | "
+                     f"{cold['keras']['median_cold_start_s']:.2f} s | {cold['saved_model']['median_cold_start_s']:.2f} s | "
+                     f"{r['cold_start_keras_over_saved_model']:.2f}x | <= {GOALS['cold_start_ratio_max']}x | "
+                     f"{_yes(m['goals_met']['cold_start'])} |")
+        lines.append(f"| {label} | steady detect() batch 1 (median) | {steady['keras']['median_s'] * 1e3:.1f} ms | "
+                     f"{steady['saved_model']['median_s'] * 1e3:.1f} ms | {r['steady_keras_over_saved_model']:.2f}x | "
+                     f"<= {GOALS['steady_ratio_max']}x | {_yes(m['goals_met']['steady'])} |")
+    return lines
+
+
+def run_families(args, image, image_path: Path) -> dict:
+    """``--families``: every requested family measured in turn (one skipped with its reason when too slow)."""
+    from zoo.bench.env import fingerprint
+
+    load_start = os.getloadavg()
+    families = {}
+    with tempfile.TemporaryDirectory(prefix="odzoo-bench-families-") as tmp:
+        work = args.work.resolve() if args.work else Path(tmp)
+        for family in args.families:
+            t0 = time.perf_counter()
+            try:
+                families[family] = _bench_family(family, args, image, image_path, work)
+            except FamilySkipped as exc:
+                families[family] = {"model": FAMILIES[family], "skipped": str(exc)}
+                print(f"{family}: skipped: {exc}", flush=True)
+            families[family]["wall_s"] = time.perf_counter() - t0
+            print(f"{family}: done in {families[family]['wall_s']:.0f} s", flush=True)
+    return {
+        "image": {"path": image_path.name, "shape": list(image.shape)},
+        "source": "zoo folders built from the manifests (seed 0 + fixture overrides), each exported once "
+                  "with zoo.export(folder, 'saved_model') and loaded with backend='saved_model'",
+        "iterations": {"cold_runs_per_backend": args.cold_runs, "steady_repeats": args.repeats},
+        "family_timeout_s": args.family_timeout_s,
+        "families": families,
+        "goals": {k: GOALS[k] for k in ("cold_start_ratio_max", "steady_ratio_max")},
+        "environment": fingerprint(),
+        "load_average_at_start": load_start,
+        "load_average_at_end": os.getloadavg(),
+    }
+
+
 def summary_table(models: dict) -> list[str]:
     """A markdown table: each figure with its goal and whether it is met."""
     lines = ["| model | figure | keras | saved_model | keras / saved_model | goal | met |", "|---|---|---|---|---|---|---|"]
@@ -279,15 +459,39 @@ def _yes(met: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15, help="timed detect() calls per variant")
-    parser.add_argument("--cold-runs", type=int, default=2, help="fresh processes per backend for cold start")
+    parser.add_argument("--repeats", type=int, help="timed detect() calls per variant (default 15; 5 with --families)")
+    parser.add_argument("--cold-runs", type=int,
+                        help="fresh processes per backend for cold start (default 2; 1 with --families)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="stand-in archive names")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "detect.json")
+    parser.add_argument("--families", nargs="*", metavar="FAMILY",
+                        help=f"instead of the archives, one model per family against its own export: "
+                             f"{', '.join(FAMILIES)} (no names: {', '.join(DEFAULT_FAMILIES)})")
+    parser.add_argument("--work", type=Path, help="--families: folder keeping the zoo folders and exports between runs")
+    parser.add_argument("--family-timeout-s", type=float, default=300.0,
+                        help="--families: skip a family whose export or a cold start takes longer (seconds)")
+    parser.add_argument("--out", type=Path, help="JSON written (default benchmarks/results/detect.json, "
+                                                 "detect_families.json with --families)")
     parser.add_argument("--tarballs", type=Path, default=TARBALLS, help="folder of the stand-in archives")
     parser.add_argument("--image", type=Path, default=IMAGE, help="the reference image (default: ../shared)")
     args = parser.parse_args(argv)
+    families_mode = args.families is not None
+    args.repeats = (5 if families_mode else 15) if args.repeats is None else args.repeats
+    args.cold_runs = (1 if families_mode else 2) if args.cold_runs is None else args.cold_runs
+    results = ROOT / "benchmarks" / "results"
+    args.out = args.out or results / ("detect_families.json" if families_mode else "detect.json")
     if args.repeats < 1 or args.cold_runs < 1:
         parser.error("--repeats and --cold-runs must be >= 1")
+    if families_mode:
+        try:
+            args.families = parse_families(args.families)
+        except ValueError as exc:
+            parser.error(f"--families: {exc}")
+        if args.family_timeout_s <= 0:
+            parser.error("--family-timeout-s must be > 0")
+        if args.work is not None and args.work.exists() and not args.work.is_dir():
+            parser.error(f"--work: {args.work} exists and is not a folder")
+    elif args.work is not None:
+        parser.error("--work applies only with --families")
 
     import numpy as np
     from PIL import Image
@@ -298,6 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     image_path = args.image.resolve()
     image = np.asarray(Image.open(image_path).convert("RGB"))
     os.environ["ODZOO_QUIET"] = "1"
+    if families_mode:
+        result = run_families(args, image, image_path)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"load average {result['load_average_at_start'][0]:.2f} at the start, "
+              f"{result['load_average_at_end'][0]:.2f} at the end")
+        for line in families_table(result["families"]):
+            print(line)
+        print(f"  written to {args.out}")
+        return 0
     load_start = os.getloadavg()
     peak = measure_peak(1.0)
     models = {}
