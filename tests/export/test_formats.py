@@ -203,13 +203,16 @@ def _nms_case(seed: int, crowded: bool):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("crowded", [False, True])
-@pytest.mark.parametrize(("path", "fallback"), [("_fast_nms_or_full", "_per_class_nms"),
-                                                ("_pair_nms_or_per_class", "_fast_nms_or_full")])
-def test_tflite_ssd_nms_gives_the_keras_nms_detections(path: str, fallback: str, crowded: bool,
+@pytest.mark.parametrize(("path", "fallback", "from_logits"), [
+    ("_fast_nms_or_full", "_per_class_nms", False),
+    ("_pair_nms_or_per_class", "_fast_nms_or_full", False),
+    ("_pair_nms_or_per_class", "_fast_nms_or_full", True),
+])
+def test_tflite_ssd_nms_gives_the_keras_nms_detections(path: str, fallback: str, from_logits: bool, crowded: bool,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The NMS of the TFLite graph (on each class's best candidates, or on the best (box, class)
-    pairs of all classes, each with its fallback when that could miss a detection) selects exactly
-    what the Keras model's NMS selects."""
+    pairs of all classes ranked by score or by logit, each with its fallback when that could miss a
+    detection) selects exactly what the Keras model's NMS selects."""
     import functools
 
     import tensorflow as tf
@@ -220,12 +223,17 @@ def test_tflite_ssd_nms_gives_the_keras_nms_detections(path: str, fallback: str,
     config = NmsConfig(score_thresh=1e-8, iou_thresh=0.5, max_size_per_class=20, max_total_size=30,
                        change_coordinate_frame=False)
     boxes, scores = _nms_case(7, crowded)
+    kwargs = {}
+    if from_logits:  # the graph ranks by logit and converts only the candidates with the sigmoid
+        logits = np.log(np.clip(scores, 1e-6, 1 - 1e-6) / (1 - np.clip(scores, 1e-6, 1 - 1e-6))).astype(np.float32)
+        scores, kwargs = tf.sigmoid(logits).numpy(), {"to_scores": tf.sigmoid}
     window = tf.constant([0.0, 0.0, 1.0, 1.0])
     fallback_calls = []
     exact = getattr(tflite_graphs, fallback)
     monkeypatch.setattr(tflite_graphs, fallback, lambda *a: fallback_calls.append(1) or exact(*a))
     detections = functools.partial(tflite_graphs._detections, window=window, config=config)
-    out, num = getattr(tflite_graphs, path)(tf.constant(boxes), tf.constant(scores), config, detections)
+    ranking = logits if from_logits else scores
+    out, num = getattr(tflite_graphs, path)(tf.constant(boxes), tf.constant(ranking), config, detections, **kwargs)
     assert len(fallback_calls) == (1 if crowded else 0)  # the fallback runs exactly when it is needed
     expected, expected_num = multiclass_nms(boxes, scores, config, window)
     assert int(num) == int(expected_num) == config.max_total_size  # both cases fill the output
