@@ -280,7 +280,8 @@ zoo.export(sys.argv[2], "saved_model", out=sys.argv[3])
 
 
 class FamilySkipped(Exception):
-    """A family that cannot be measured on this machine within the time allowed (the reason is the message)."""
+    """A family that cannot be measured here: too slow for the time allowed, or its export failed (the reason
+    is the message)."""
 
 
 def parse_families(names: list[str]) -> tuple[str, ...]:
@@ -325,7 +326,8 @@ def _exported(folder: Path, work: Path, timeout: float) -> tuple[Path, float | N
         proc = subprocess.run([sys.executable, "-c", EXPORT_CHILD, str(ROOT), str(folder), str(staging)],
                               env=env, capture_output=True, text=True, check=False, timeout=timeout)
         if proc.returncode != 0:
-            raise SystemExit(f"export of {folder.name} failed:\n{proc.stderr[-2000:]}")
+            last = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["no message"]
+            raise FamilySkipped(f"zoo.export to saved_model failed: {last[0].strip()}")
         staging.rename(out)
     except subprocess.TimeoutExpired:
         raise FamilySkipped(f"the SavedModel export did not finish within {timeout:.0f} s on this machine") from None
