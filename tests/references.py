@@ -39,6 +39,19 @@ def write_reference_checkpoint(name: str, folder: str | Path) -> Path:
     return Path(folder)
 
 
+def small_zoo_folder(name: str, folder: str | Path, size: int) -> Path:
+    """A model folder of zoo config ``name`` with its image resizer at ``size`` and its reference checkpoint."""
+    import re
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    text = (CONFIGS / name / "pipeline.config").read_text()
+    text = re.sub(r"\b(min_dimension|max_dimension|height|width): \d+", rf"\1: {size}", text)
+    (folder / "pipeline.config").write_text(text)
+    write_reference_checkpoint(name, folder / "checkpoint")
+    return folder
+
+
 def zoo_config(name: str, meta: str | None = None) -> Any:
     """The ``model.<meta-architecture>`` message of zoo model ``name`` (``meta`` asserted when given)."""
     from zoo.pipeline_config import load, model_config

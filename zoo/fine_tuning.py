@@ -109,10 +109,9 @@ def check_arguments(*, num_classes: Any, steps: Any, epochs: Any, batch_size: An
             if validate.integer(side, n("input_size"), minimum=32) % 32:
                 raise ArgumentError(f"{n('input_size')} must be a multiple of 32 (at least 32), got {side}")
     if out_dir is not None:
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise ArgumentError(
-                f"{n('out_dir')} {out} is a file; give a folder for the training checkpoints and the export")
+        from .output_path import check_output_path
+
+        check_output_path(out_dir, n("out_dir"), kind="folder")
     if name is not None:
         from .registry import valid_name
 

@@ -4,7 +4,6 @@ the fixture overrides) and three classes (class head re-initialised), exported w
 model and run behind ``detect()`` at parity with the Keras model."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,8 @@ import pytest
 from PIL import Image
 
 import zoo
-from tests.conftest import CONFIGS, INPUT_IMAGE
-from tests.references import write_reference_checkpoint
+from tests.conftest import INPUT_IMAGE
+from tests.references import small_zoo_folder
 from zoo.exporting import measure_agreement
 from zoo.loading import load
 
@@ -21,16 +20,6 @@ pytestmark = pytest.mark.slow
 
 #: the smallest size every level (3 to 7) of these feature pyramids takes
 INPUT_SIZE = 256
-
-
-def _small_model_folder(name: str, folder: Path) -> Path:
-    """The zoo model's pipeline.config with its image resizer at :data:`INPUT_SIZE`, and its reference checkpoint."""
-    folder.mkdir()
-    text = (CONFIGS / name / "pipeline.config").read_text()
-    text = re.sub(r"\b(min_dimension|max_dimension|height|width): \d+", rf"\1: {INPUT_SIZE}", text)
-    (folder / "pipeline.config").write_text(text)
-    write_reference_checkpoint(name, folder / "checkpoint")
-    return folder
 
 
 def _distinct_class_scores(net, seed: int = 0) -> None:  # type: ignore[no-untyped-def]
@@ -45,7 +34,7 @@ def _distinct_class_scores(net, seed: int = 0) -> None:  # type: ignore[no-untyp
 
 @pytest.mark.parametrize("name", ["efficientdet_d0_coco17_tpu-32", "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8"])
 def test_ssd_family_tflite_export_at_parity(name: str, tmp_path: Path) -> None:
-    det = load(_small_model_folder(name, tmp_path / "model"), num_classes=3)
+    det = load(small_zoo_folder(name, tmp_path / "model", INPUT_SIZE), num_classes=3)
     _distinct_class_scores(det.net)
     assert det.net.resizer.padded_shape[:2] == (INPUT_SIZE, INPUT_SIZE)
     result = zoo.export(det, "tflite", out=tmp_path / "lite")

@@ -212,7 +212,7 @@ class EfficientNetBiFPN:
         classifier = efficientnet(self.version)
         levels = list(range(self.min_level, self.backbone_max_level + 1))
         backbone = keras.Model(
-            classifier.input, [classifier.get_layer(_LEVEL_ENDPOINTS[lv]).output for lv in levels], name="_efficientnet"
+            classifier.input, [classifier.get_layer(_LEVEL_ENDPOINTS[lv]).output for lv in levels], name="efficientnet"
         )
         inputs = keras.Input((None, None, 3), name="preprocessed_inputs")
         feats = backbone(inputs)
@@ -260,7 +260,7 @@ class EfficientNetBiFPN:
 
     def checkpoint_map(self, model: keras.Model) -> dict[str, keras.Variable]:
         """Checkpoint keys relative to ``model/_feature_extractor/`` -> variables of ``model``."""
-        backbone = model.get_layer("_efficientnet")
+        backbone = model.get_layer("efficientnet")
         in_backbone = {id(layer) for layer in backbone.layers}
         out = numbered_items("_efficientnet", layers_with_weights(backbone))
         classifier = self._classifiers.get(id(model))
