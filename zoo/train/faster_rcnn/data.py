@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..augment import augment
-from ..data import resize_and_pad, usable_box
+from ..data import usable_box
 from ..ssd.data import BoxTrainingData
 
 __all__ = ["FasterRcnnTrainingData", "decode_segmentation", "has_segmentation"]
@@ -72,23 +71,11 @@ class FasterRcnnTrainingData(BoxTrainingData):
     def example(self, index: int, draw: int, *, augmented: bool = True) -> dict[str, np.ndarray]:
         if not self.with_masks:
             return super().example(index, draw, augmented=augmented)
-        sample = self.raw_sample(index)
-        if augmented and self.augment_config is not None:
-            sample = augment(sample, np.random.default_rng([self.seed, int(draw)]), self.augment_config)
-        image, (fy, fx) = resize_and_pad(sample.image, self.geometry)
-        boxes = np.clip(sample.boxes.reshape(-1, 4) * np.array([fy, fx, fy, fx], np.float32), 0.0, 1.0)
-        keep = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-                & (sample.classes >= 0) & (sample.classes < self.num_classes))
-        idx = np.flatnonzero(keep)[: self.max_boxes]
-        n = idx.size
-        out = {"image": image, "boxes": np.zeros((self.max_boxes, 4), np.float32),
-               "classes": np.zeros((self.max_boxes,), np.int32), "weights": np.zeros((self.max_boxes,), np.float32),
-               "window": np.array([fy, fx], np.float32),
-               "masks": np.zeros((self.max_boxes, self.geometry.height, self.geometry.width), np.uint8),
-               "mask_weights": np.zeros((self.max_boxes,), np.float32)}
-        out["boxes"][:n], out["classes"][:n], out["weights"][:n] = boxes[idx], sample.classes[idx], 1.0
+        out, sample, kept, (fy, fx) = self.example_with_sample(index, draw, augmented=augmented)
+        out["masks"] = np.zeros((self.max_boxes, self.geometry.height, self.geometry.width), np.uint8)
+        out["mask_weights"] = np.zeros((self.max_boxes,), np.float32)
         new_h, new_w = round(fy * self.geometry.height), round(fx * self.geometry.width)
-        for row, i in enumerate(idx):
+        for row, i in enumerate(kept):
             mask = sample.masks[i]
             if mask.max(initial=0) == 255:  # the box had no segmentation
                 continue

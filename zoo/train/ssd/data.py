@@ -23,6 +23,13 @@ class BoxTrainingData(TrainingData):
 
     def example(self, index: int, draw: int, *, augmented: bool = True) -> dict[str, np.ndarray]:
         """The training example of image ``index`` as the ``draw``-th sample of the stream."""
+        return self.example_with_sample(index, draw, augmented=augmented)[0]
+
+    def example_with_sample(self, index: int, draw: int, *,
+                            augmented: bool = True) -> tuple[dict[str, np.ndarray], Any, np.ndarray, tuple[float, float]]:
+        """:meth:`example`, the augmented sample it came from, the indices of the sample's boxes it
+        kept (in the example's row order) and the ``(fy, fx)`` resize factors: what a subclass needs
+        to add per-box fields."""
         sample = self.raw_sample(index)
         if augmented and self.augment_config is not None:
             sample = augment(sample, np.random.default_rng([self.seed, int(draw)]), self.augment_config)
@@ -30,14 +37,15 @@ class BoxTrainingData(TrainingData):
         boxes = np.clip(sample.boxes.reshape(-1, 4) * np.array([fy, fx, fy, fx], np.float32), 0.0, 1.0)
         keep = ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
                 & (sample.classes >= 0) & (sample.classes < self.num_classes))
-        boxes, classes = boxes[keep][: self.max_boxes], sample.classes[keep][: self.max_boxes]
-        n = boxes.shape[0]
+        kept = np.flatnonzero(keep)[: self.max_boxes]
+        n = kept.size
         out_boxes = np.zeros((self.max_boxes, 4), np.float32)
         out_classes = np.zeros((self.max_boxes,), np.int32)
         weights = np.zeros((self.max_boxes,), np.float32)
-        out_boxes[:n], out_classes[:n], weights[:n] = boxes, classes, 1.0
-        return {"image": image, "boxes": out_boxes, "classes": out_classes, "weights": weights,
-                "window": np.array([fy, fx], np.float32)}
+        out_boxes[:n], out_classes[:n], weights[:n] = boxes[kept], sample.classes[kept], 1.0
+        example = {"image": image, "boxes": out_boxes, "classes": out_classes, "weights": weights,
+                   "window": np.array([fy, fx], np.float32)}
+        return example, sample, kept, (fy, fx)
 
     def _specs(self) -> dict[str, tuple[tuple[int, ...], Any]]:
         import tensorflow as tf
