@@ -352,7 +352,7 @@ def parse_registry_file(path: str | os.PathLike[str]) -> list[ModelSpec]:
     except UnicodeDecodeError:
         raise RegistryError(f"{path}: not a text file (registries are UTF-8 YAML); check {ENV_REGISTRY}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _safe_yaml(text)
     except yaml.YAMLError as exc:
         raise RegistryError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict) or "models" not in data:
@@ -370,6 +370,20 @@ def parse_registry_file(path: str | os.PathLike[str]) -> list[ModelSpec]:
         raise RegistryError(f"{path}: 'models' must be a list of entries")
     base = path.resolve().parent
     return [_parse_entry(raw, _Entry(path, i, None), defaults, base) for i, raw in enumerate(models)]
+
+
+def _safe_yaml(text: str) -> Any:
+    """The document ``text`` through PyYAML's safe loader: libyaml's C one where PyYAML has it (the
+    shipped registry parses in about a fifth of the time, which every cold start pays), else the
+    pure-Python one. Both build plain Python values only."""
+    loader_class = getattr(yaml, "CSafeLoader", None)
+    if loader_class is None:
+        return yaml.safe_load(text)
+    loader = loader_class(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
