@@ -28,6 +28,41 @@ IMAGE_SIZE = 256
 LABEL_MAP = {"1": "circle", "2": "square", "3": "triangle"}
 
 
+#: The end of both demo configs: Adam with warmup and cosine (formatted with the run's
+#: arguments), the step count, and the input readers and evaluation settings.
+TRAIN_CONFIG_TAIL = """\
+  optimizer {{
+    adam_optimizer {{
+      learning_rate {{
+        cosine_decay_learning_rate {{
+          learning_rate_base: {learning_rate}
+          total_steps: {steps}
+          warmup_learning_rate: {warmup_learning_rate}
+          warmup_steps: {warmup_steps}
+        }}
+      }}
+      epsilon: 1e-07
+    }}
+    use_moving_average: false
+  }}
+  num_steps: {steps}
+  max_number_of_boxes: 100
+}}
+train_input_reader {{
+  label_map_path: "label_map.pbtxt"
+}}
+eval_config {{
+  metrics_set: "coco_detection_metrics"
+  batch_size: 1
+}}
+eval_input_reader {{
+  label_map_path: "label_map.pbtxt"
+  shuffle: false
+  num_epochs: 1
+}}
+"""
+
+
 def argument_parser(description: str, *, steps: int, images: int, batch_size: int,
                     learning_rate: float) -> argparse.ArgumentParser:
     """The options every demo training script takes, with the script's defaults."""

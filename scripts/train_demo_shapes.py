@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_training import IMAGE_SIZE, argument_parser, train_and_pack  # noqa: E402
+from demo_training import IMAGE_SIZE, TRAIN_CONFIG_TAIL, argument_parser, train_and_pack  # noqa: E402
 
 NAME = "demo_shapes"
 
@@ -78,36 +78,7 @@ train_config {{
     random_adjust_brightness {{
     }}
   }}
-  optimizer {{
-    adam_optimizer {{
-      learning_rate {{
-        cosine_decay_learning_rate {{
-          learning_rate_base: {learning_rate}
-          total_steps: {steps}
-          warmup_learning_rate: {warmup_learning_rate}
-          warmup_steps: {warmup_steps}
-        }}
-      }}
-      epsilon: 1e-07
-    }}
-    use_moving_average: false
-  }}
-  num_steps: {steps}
-  max_number_of_boxes: 100
-}}
-train_input_reader {{
-  label_map_path: "label_map.pbtxt"
-}}
-eval_config {{
-  metrics_set: "coco_detection_metrics"
-  batch_size: 1
-}}
-eval_input_reader {{
-  label_map_path: "label_map.pbtxt"
-  shuffle: false
-  num_epochs: 1
-}}
-"""
+""" + TRAIN_CONFIG_TAIL
 
 
 def main() -> int:

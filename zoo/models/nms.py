@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
@@ -106,8 +106,8 @@ def _sort_by_score(fields: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return _gather(fields, order)
 
 
-#: candidate counts tried before all candidates, as multiples of ``max_total_size``
-CANDIDATE_FACTORS = (10,)
+#: boxes tried before all candidates, as a multiple of ``max_total_size``
+CANDIDATE_FACTOR = 10
 
 
 def multiclass_nms(
@@ -139,22 +139,12 @@ def multiclass_nms(
     if not math.isfinite(config.score_thresh):
         return _unpack(all_candidates(), keys)
     box_best = tf.reduce_max(scores, axis=1)  # one value per box: the cutoff is picked among boxes
-
-    def above_cutoff(limit: int, otherwise: Any) -> Any:
-        def attempt() -> tuple[tf.Tensor, ...]:
-            k = tf.minimum(limit, tf.size(box_best))
-            cutoff = tf.reduce_min(tf.math.top_k(box_best, k=k, sorted=False).values)
-            fields, num = _nms_above(boxes, scores, config, clip_window, additional_fields, cutoff)
-            settled = tf.logical_or(tf.equal(num, config.max_total_size), tf.equal(k, 0))
-            result = pack(fields, num)
-            return tf.cond(settled, lambda: result, otherwise)
-
-        return attempt
-
-    run = all_candidates
-    for factor in reversed(CANDIDATE_FACTORS):
-        run = above_cutoff(factor * config.max_total_size, run)
-    return _unpack(run(), keys)
+    k = tf.minimum(CANDIDATE_FACTOR * config.max_total_size, tf.size(box_best))
+    cutoff = tf.reduce_min(tf.math.top_k(box_best, k=k, sorted=False).values)
+    fields, num = _nms_above(boxes, scores, config, clip_window, additional_fields, cutoff)
+    settled = tf.logical_or(tf.equal(num, config.max_total_size), tf.equal(k, 0))
+    pruned = pack(fields, num)
+    return _unpack(tf.cond(settled, lambda: pruned, all_candidates), keys)
 
 
 def _unpack(out: tuple[tf.Tensor, ...], keys: list[str]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
