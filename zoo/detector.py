@@ -43,7 +43,12 @@ class Detector:
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.label_map = dict(label_map) if label_map is not None else None
         self.restore_report = restore_report
-        self.net = net
+        self._net = net
+
+    @property
+    def net(self) -> Any:
+        """Our network object (keras backend; built on first access when a stored trace ran so far), else None."""
+        return self._net if self._net is not None else getattr(self._backend, "net", None)
 
     # ------------------------------------------------------------------ properties
     @property

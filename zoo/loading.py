@@ -6,6 +6,7 @@ exported SavedModel; ``"hub"`` loads the registry's TF Hub handle (or ``hub_hand
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backends import BACKENDS
+from .checkpoint import VALUE_SUFFIX
 from .detector import Detector
 from .errors import (
     ConfigError,
@@ -77,15 +79,15 @@ def build_keras_detector(
     jit_compile: bool = False,
     restore_checkpoint: bool = True,
     precision: str = "float32",
+    trace_cache: str | os.PathLike[str] | None = None,
 ) -> Detector:
     """Build our Keras model from ``folder/pipeline.config`` and restore ``folder/checkpoint``.
 
+    ``trace_cache``: a cache root whose stored traced graphs may stand in for building and tracing
+    (:mod:`zoo.backends.stored_trace`); None: build as usual and store nothing.
     Raises :class:`~zoo.errors.UnsupportedModelError` (suggesting ``backend="saved_model"``) when the
     meta-architecture or its feature extractor has no Keras implementation.
     """
-    from .backends.keras_backend import KerasBackend
-    from .checkpoint import restore
-    from .models.builder import build_model
     from .pipeline_config import load as load_config
     from .pipeline_config import model_config
 
@@ -95,28 +97,91 @@ def build_keras_detector(
     cfg = load_config(config_path)
     _, msg = model_config(cfg)
     labels = _label_map(spec, label_map, folder)
-    net = build_model(cfg, num_classes=num_classes, label_map=labels)
     configured = int(msg.get("num_classes", 0))
     changed = num_classes is not None and int(num_classes) != configured
+
+    def build() -> Any:
+        return _build_keras_backend(
+            cfg, folder, strict=strict, num_classes=num_classes, labels=labels, configured=configured,
+            jit_compile=jit_compile, restore_checkpoint=restore_checkpoint, precision=precision,
+        )
+
+    stored = None
+    if trace_cache is not None and restore_checkpoint and not changed and not jit_compile:
+        stored = _stored_trace(Path(trace_cache), folder, labels, precision)
+    if stored is not None:
+        store, key, graph = stored
+        if graph is not None:
+            from .backends.stored_trace import StoredTraceBackend
+
+            return Detector(StoredTraceBackend(graph, lambda: build()[0], precision), spec=spec, model_dir=folder,
+                            label_map=labels, restore_report=graph.report)
+    backend, report = build()
+    if stored is not None and report is not None and report.ok and not report.skipped:
+        backend.on_first_trace = functools.partial(_store_trace, stored[0], stored[1], report, folder)
+    return Detector(
+        backend,
+        spec=spec,
+        model_dir=folder,
+        label_map={} if changed and label_map is None else labels,  # new classes: ids read as "class_<id>"
+        restore_report=report,
+    )
+
+
+def _build_keras_backend(
+    cfg: Any, folder: Path, *, strict: bool, num_classes: int | None, labels: Mapping[int, str] | None,
+    configured: int, jit_compile: bool, restore_checkpoint: bool, precision: str,
+) -> tuple[Any, Any]:
+    """``(KerasBackend, restore report or None)``: the model built from ``cfg`` and restored from ``folder``."""
+    from .backends.keras_backend import KerasBackend
+    from .checkpoint import restore
+    from .models.builder import build_model
+
+    net = build_model(cfg, num_classes=num_classes, label_map=labels)
     report = None
     if restore_checkpoint:
         skip: dict[str, str] = {}
-        if changed:
+        if num_classes is not None and int(num_classes) != configured:
             reason = f"num_classes={num_classes} differs from the checkpoint's {configured}: re-initialised"
             skip = {key: reason for key in net.class_dependent_keys()}
         report = restore(
             net.checkpoint_map(), folder / "checkpoint", strict=strict, model_variables=net.keras_model.weights, skip=skip
         )
-    if changed and label_map is None:
-        labels = {}  # new classes: the zoo's names no longer apply; ids read as "class_<id>"
-    return Detector(
-        KerasBackend(net, jit_compile=jit_compile, precision=precision),
-        spec=spec,
-        model_dir=folder,
-        label_map=labels,
-        restore_report=report,
-        net=net,
-    )
+    return KerasBackend(net, jit_compile=jit_compile, precision=precision), report
+
+
+def _stored_trace(root: Path, folder: Path, labels: Mapping[int, str] | None, precision: str) -> tuple[Any, str, Any] | None:
+    """``(store, key, stored graph or None)`` for ``folder``, or None when the store cannot be used."""
+    from . import settings
+    from .checkpoint import checkpoint_prefix
+
+    if not settings.trace_cache():
+        return None
+    from .backends.stored_trace import TraceStore
+
+    try:
+        prefix = checkpoint_prefix(folder / "checkpoint")
+    except NotCachedError:
+        return None  # the ordinary path reports it
+    store = TraceStore(root)
+    options = {"labels": sorted((labels or {}).items()), "precision": precision}
+    key = store.key(folder, prefix, options)
+    if key is None:
+        return None
+    return store, key, store.load(key, prefix)
+
+
+def _store_trace(store: Any, key: str, report: Any, folder: Path, backend: Any) -> None:
+    """Write ``backend``'s traced graph to the store, each variable input named by its checkpoint key."""
+    import dataclasses
+
+    import keras
+
+    variable_keys = {}
+    for name, var in backend.net.checkpoint_map().items():
+        tf_var = var.value if isinstance(var, keras.Variable) else var
+        variable_keys[id(tf_var.handle)] = (name.removesuffix(VALUE_SUFFIX), [int(d) for d in var.shape])
+    store.save(key, backend.concrete_function, variable_keys, dataclasses.asdict(report), folder)
 
 
 def load(
@@ -194,8 +259,19 @@ def load(
                             label_map=_label_map(spec, label_map, folder))
         return build_keras_detector(
             folder, spec=spec, strict=strict, num_classes=num_classes, label_map=label_map, jit_compile=jit_compile,
-            precision=precision,
+            precision=precision, trace_cache=_trace_cache_root(cache_dir),
         )
+
+
+def _trace_cache_root(cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The cache root whose ``traces`` folder the keras backend may use (None if there is none)."""
+    from .errors import CacheError
+    from .hub.config import cache_dir as configured_cache
+
+    try:
+        return Path(cache_dir).expanduser() if cache_dir else configured_cache()
+    except CacheError:
+        return None
 
 
 def default_backend(name_or_source: Any) -> str:

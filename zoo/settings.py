@@ -9,6 +9,7 @@
 ``ODZOO_TIMEOUT``        read timeout in seconds (default 60; the connect timeout is 10)
 ``ODZOO_RETRIES``        attempts per URL for transient errors (default 5)
 ``ODZOO_KEEP_ARCHIVES``  boolean: keep verified archives in ``<cache>/archives`` for offline repair
+``ODZOO_TRACE_CACHE``    boolean, default on: keep traced keras-backend graphs in ``<cache>/traces``
 ``ODZOO_LOG``            ``debug``, ``info``, ``warning`` (default) or ``error``; ``debug``/``info``
                          also show the log lines and warnings of TensorFlow and other dependencies
 =======================  ===================================================================
@@ -25,7 +26,7 @@ from .errors import SettingsError
 
 __all__ = [
     "VARIABLES", "LOG_LEVELS", "cache_override", "check_all", "flag", "keep_archives", "log_level", "mirror_list",
-    "number", "offline", "quiet", "raw", "registry_files", "retries", "timeout", "verbose",
+    "number", "offline", "quiet", "raw", "registry_files", "retries", "timeout", "trace_cache", "verbose",
 ]
 
 #: Every variable odzoo reads, with a one-line description (shown by ``odzoo --help``).
@@ -38,6 +39,7 @@ VARIABLES: dict[str, str] = {
     "ODZOO_TIMEOUT": "download read timeout in seconds (default 60)",
     "ODZOO_RETRIES": "download attempts per URL (default 5)",
     "ODZOO_KEEP_ARCHIVES": "boolean: keep verified archives for offline repair",
+    "ODZOO_TRACE_CACHE": "boolean, default on: reuse traced keras graphs across processes",
     "ODZOO_LOG": "debug, info, warning (default) or error; debug/info show dependency logs",
 }
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
@@ -102,6 +104,11 @@ def keep_archives() -> bool:
     return flag("ODZOO_KEEP_ARCHIVES")
 
 
+def trace_cache() -> bool:
+    """``ODZOO_TRACE_CACHE``: reuse traced keras-backend graphs across processes (on unless set false)."""
+    return flag("ODZOO_TRACE_CACHE") if raw("ODZOO_TRACE_CACHE") else True
+
+
 def timeout(default: float = 60.0) -> float:
     """``ODZOO_TIMEOUT``: download read timeout in seconds (positive)."""
     return float(number("ODZOO_TIMEOUT", default, positive=True))
@@ -133,7 +140,7 @@ def log_level() -> str:
 
 def check_all() -> None:
     """Parse every variable whose value can be wrong, so a bad one is reported before any work."""
-    for name in ("ODZOO_OFFLINE", "ODZOO_QUIET", "ODZOO_KEEP_ARCHIVES"):
+    for name in ("ODZOO_OFFLINE", "ODZOO_QUIET", "ODZOO_KEEP_ARCHIVES", "ODZOO_TRACE_CACHE"):
         flag(name)
     timeout()
     retries()

@@ -32,10 +32,15 @@ float32; BatchNorm is then folded into the kernels in float32 before the cast, w
 ``sparse_heads=True`` (default, with folding on) lets a box-only CenterNet evaluate its box-size and
 offset heads only at the detected peaks (:mod:`zoo.backends.centernet_sparse`) instead of over the
 whole output grid; the detections are the same (float rounding apart).
+
+:attr:`on_first_trace`, when set, is called once with the backend after its first successful call:
+:func:`zoo.load` uses it to store the traced graph in the cache, so that later processes run it
+without building or tracing (:mod:`zoo.backends.stored_trace`).
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,6 +96,8 @@ class KerasBackend:
         #: whether box heads are evaluated at the peaks only (see zoo.backends.centernet_sparse)
         self.sparse_heads = bool(sparse_heads and self.fold_batchnorm and supports_sparse_heads(net))
         self.fold_fallback_reason: str | None = None  # set if the rewrite failed and the model ran as is
+        #: called once with this backend after the first successful call (the trace store's writer)
+        self.on_first_trace: Callable[[KerasBackend], Any] | None = None
         self._fn = self._make(self.jit_compile)
 
     def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -148,4 +155,8 @@ class KerasBackend:
             self.jit_compile = False
             self._fn = self._make(False)
             out = self._fn(tensor)
+        if self.on_first_trace is not None:
+            hook, self.on_first_trace = self.on_first_trace, None
+            if not self.jit_compile:
+                hook(self)
         return {k: v.numpy() for k, v in out.items()}

@@ -9,6 +9,8 @@
     <cache>/tmp/<name>/<random>/           extraction and import work folders
     <cache>/locks/<name>.lock              one lock per entry (OS locks: released if a process dies)
     <cache>/digests.json                   sha256 of first downloads, per URL ("trust on first use")
+    <cache>/traces/<key>/                  traced keras-backend graphs (zoo.backends.stored_trace; rebuilt
+                                           when absent)
 """
 from __future__ import annotations
 

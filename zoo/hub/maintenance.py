@@ -283,7 +283,7 @@ def remove(layout: Layout, name: str, *, forget_digest: bool = False,
 class PruneItem:
     """Something prune removes (or would remove with --dry-run)."""
 
-    kind: str  # partial | temp | unused | over-size | damaged
+    kind: str  # partial | temp | unused | over-size | damaged | trace
     path: str
     size_bytes: int
 
@@ -294,7 +294,9 @@ def prune(layout: Layout, *, older_than_days: float | None = None, max_size: int
     ``older_than_days``: healthy entries unused for that long; ``max_size``: least recently used
     healthy entries until the entries take at most that many bytes; ``damaged``: damaged and
     quarantined entries. Without ``damaged`` a damaged entry goes only when its verified archive
-    is kept (it can be rebuilt). Changed file times alone never make an entry go."""
+    is kept (it can be rebuilt). Changed file times alone never make an entry go. Stored traced
+    graphs (``<cache>/traces``, rebuilt by the next load) go when the model folder they were traced
+    from is gone, or when unused for ``older_than_days``."""
     cutoff = time.time() - parse_days(older_than_days) * 86400 if older_than_days is not None else None
     budget = parse_size(max_size) if max_size is not None else None
     items: list[PruneItem] = []
@@ -326,11 +328,16 @@ def prune(layout: Layout, *, older_than_days: float | None = None, max_size: int
     for info in entries:
         if info.name in chosen:
             items.append(PruneItem(chosen[info.name], info.path, info.size_bytes))
+    items += _stale_traces(layout, cutoff, removed={info.path for info in entries if info.name in chosen})
     if not dry_run:
         for item in items:
             path = Path(item.path)
             if item.kind in ("unused", "over-size", "damaged"):
                 remove(layout, path.name, only_if=_still(item.kind, cutoff, damaged, layout))
+            elif item.kind == "trace":
+                from zoo.backends.stored_trace import TraceStore
+
+                TraceStore(layout.root).discard(path.name)
             elif item.kind == "partial":
                 path.unlink(missing_ok=True)
                 path.with_name(path.name + ".json").unlink(missing_ok=True)
@@ -338,6 +345,18 @@ def prune(layout: Layout, *, older_than_days: float | None = None, max_size: int
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+    return items
+
+
+def _stale_traces(layout: Layout, cutoff: float | None, removed: set[str]) -> list[PruneItem]:
+    """Stored traced graphs whose model folder is gone (or being pruned), or unused since ``cutoff``."""
+    from zoo.backends.stored_trace import TraceStore
+
+    items = []
+    for folder, size, used, model in TraceStore(layout.root).entries():
+        orphaned = model is None or str(model) in removed or not (model / "pipeline.config").is_file()
+        if orphaned or (cutoff is not None and used < cutoff):
+            items.append(PruneItem("trace", str(folder), size))
     return items
 
 
