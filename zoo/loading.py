@@ -109,13 +109,12 @@ def build_keras_detector(
     stored = None
     if trace_cache is not None and restore_checkpoint and not changed and not jit_compile:
         stored = _stored_trace(Path(trace_cache), folder, labels, precision)
-    if stored is not None:
-        store, key, graph = stored
-        if graph is not None:
-            from .backends.stored_trace import StoredTraceBackend
+    if stored is not None and stored[2] is not None:
+        from .backends.stored_trace import StoredTraceBackend
 
-            return Detector(StoredTraceBackend(graph, lambda: build()[0], precision), spec=spec, model_dir=folder,
-                            label_map=labels, restore_report=graph.report)
+        graph = stored[2]
+        return Detector(StoredTraceBackend(graph, lambda: build()[0], precision), spec=spec, model_dir=folder,
+                        label_map=labels, restore_report=graph.report)
     backend, report = build()
     if stored is not None and report is not None and report.ok and not report.skipped:
         backend.on_first_trace = functools.partial(_store_trace, stored[0], stored[1], report, folder)
@@ -172,16 +171,21 @@ def _stored_trace(root: Path, folder: Path, labels: Mapping[int, str] | None, pr
 
 
 def _store_trace(store: Any, key: str, report: Any, folder: Path, backend: Any) -> None:
-    """Write ``backend``'s traced graph to the store, each variable input named by its checkpoint key."""
+    """Write ``backend``'s traced graph to the store, each variable input named by its checkpoint key.
+    Runs inside the first ``detect()``: a failure is logged at debug level, never raised."""
     import dataclasses
+    import logging
 
     import keras
 
-    variable_keys = {}
-    for name, var in backend.net.checkpoint_map().items():
-        tf_var = var.value if isinstance(var, keras.Variable) else var
-        variable_keys[id(tf_var.handle)] = (name.removesuffix(VALUE_SUFFIX), [int(d) for d in var.shape])
-    store.save(key, backend.concrete_function, variable_keys, dataclasses.asdict(report), folder)
+    try:
+        variable_keys = {}
+        for name, var in backend.net.checkpoint_map().items():
+            tf_var = var.value if isinstance(var, keras.Variable) else var
+            variable_keys[id(tf_var.handle)] = (name.removesuffix(VALUE_SUFFIX), [int(d) for d in var.shape])
+        store.save(key, backend.concrete_function, variable_keys, dataclasses.asdict(report), folder)
+    except Exception as exc:  # noqa: BLE001 - storing is an optimisation; the detection already succeeded
+        logging.getLogger(__name__).debug("traced graph of %s not stored: %s", folder, exc)
 
 
 def load(

@@ -50,14 +50,18 @@ def test_family_names_default_and_deduplicate(bench_detect):
 def test_families_table_shows_goals_and_skip_reasons(bench_detect):
     measured = {
         "model": "m1",
-        "cold_start": {"keras": {"median_cold_start_s": 1.0}, "saved_model": {"median_cold_start_s": 5.0}},
+        "cold_start": {"keras": {"median_cold_start_s": 1.0}, "saved_model": {"median_cold_start_s": 5.0},
+                       "keras_first_process": {"median_cold_start_s": 4.0}},
         "steady": {"keras": {"median_s": 0.07}, "saved_model": {"median_s": 0.1}},
-        "ratios": {"cold_start_keras_over_saved_model": 0.2, "steady_keras_over_saved_model": 0.7},
+        "ratios": {"cold_start_keras_over_saved_model": 0.2, "steady_keras_over_saved_model": 0.7,
+                   "cold_start_keras_first_process_over_saved_model": 0.8},
         "goals_met": {"cold_start": True, "steady": False},
     }
     rows = bench_detect.families_table({"ssd": measured, "mask_rcnn": {"model": "m2", "skipped": "too slow"}})
-    cold = next(r for r in rows if r.startswith("| ssd (m1) | cold start"))
+    cold = next(r for r in rows if r.startswith("| ssd (m1) | cold start:"))
+    first = next(r for r in rows if r.startswith("| ssd (m1) | cold start, first process"))
     steady = next(r for r in rows if r.startswith("| ssd (m1) | steady"))
     assert "0.20x | <= 0.25x | yes |" in cold
+    assert "| 4.00 s | | 0.80x |" in first
     assert "70.0 ms | 100.0 ms | 0.70x | <= 0.6x | no |" in steady
     assert any(r.startswith("| mask_rcnn (m2) | skipped | too slow") for r in rows)

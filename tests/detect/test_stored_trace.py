@@ -179,3 +179,33 @@ def test_store_entries_report_size_and_origin() -> None:
     ((folder, size, used, model),) = TraceStore(_cache()).entries()
     assert size == sum(f.stat().st_size for f in folder.iterdir()) and model == det.model_dir
     assert abs(used - time.time()) < 600
+
+
+def _tiny_function(variable, with_callback: bool = False):
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], autograph=False)
+    def serve(images):
+        x = tf.reduce_mean(tf.cast(images, tf.float32), axis=[1, 2])
+        if with_callback:
+            x = tf.py_function(lambda t: t, [x], tf.float32)
+        return {"detection_scores": x * variable}
+
+    return serve.get_concrete_function()
+
+
+def test_store_round_trip_and_refusals_on_a_tiny_graph(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    variable = tf.Variable([1.0, 2.0, 3.0])
+    prefix = tf.train.Checkpoint(v=variable).write(str(tmp_path / "ckpt" / "ckpt-0"))
+    store = TraceStore(tmp_path / "cache")
+    keys = {id(variable.handle): ("v", [3])}
+    assert not store.save("callback", _tiny_function(variable, True), keys, {}, tmp_path), "a Python callback"
+    assert not store.save("unknown", _tiny_function(variable), {}, {}, tmp_path), "an input that is no checkpoint key"
+    assert store.entries() == []
+    assert store.save("plain", _tiny_function(variable), keys, {}, tmp_path)
+    graph = store.load("plain", prefix)
+    images = tf.constant(np.arange(2 * 4 * 5 * 3).reshape(2, 4, 5, 3) % 256, tf.uint8)
+    np.testing.assert_array_equal(graph(images)["detection_scores"], _tiny_function(variable)(images)["detection_scores"])
+    assert graph.report.checkpoint == prefix

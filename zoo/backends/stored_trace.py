@@ -143,6 +143,11 @@ class TraceStore:
         if not _reads_as_inputs(graph_def, [f["input"].split(":")[0] for f in feeds]):
             log.debug("trace %s not stored: a variable is used other than by reading it", key)
             return False
+        try:
+            _check_ops(graph_def)
+        except ValueError as exc:  # a load would refuse it
+            log.debug("trace %s not stored: %s", key, exc)
+            return False
         meta = {
             "format": FORMAT,
             "image_input": graph.inputs[0].name,
@@ -281,7 +286,8 @@ def _read_values(checkpoint_prefix: str, entries: list[dict[str, Any]]) -> list[
             raise KeyError(f"checkpoint has no {entry['key']}")
         if list(shapes[full]) != list(entry["shape"]):
             raise ValueError(f"{entry['key']}: shape {shapes[full]} in the checkpoint, {entry['shape']} in the graph")
-        values.append(tf.constant(reader.get_tensor(full), tf.float32))
+        # identity: placed like any op (on the accelerator when there is one), so calls copy nothing
+        values.append(tf.identity(tf.constant(reader.get_tensor(full), tf.float32)))
     return values
 
 
