@@ -15,6 +15,7 @@ import pytest
 import zoo
 from tests.references import reference_image, small_zoo_folder
 from zoo.backends.stored_trace import GRAPH_FILE, META_FILE, TraceStore
+from zoo.cli import main
 from zoo.hub.maintenance import layout_for, prune
 
 
@@ -173,12 +174,17 @@ def test_prune_removes_traces_of_removed_folders_and_old_ones(tmp_path: Path) ->
     assert _traces() == [] and zoo.load("demo").restore_report.ok, "the cached model itself stays"
 
 
-def test_store_entries_report_size_and_origin() -> None:
+def test_store_entries_report_size_and_origin(capsys: pytest.CaptureFixture[str]) -> None:
     det = zoo.load("demo")
     det.detect(_images()[0])
     ((folder, size, used, model),) = TraceStore(_cache()).entries()
     assert size == sum(f.stat().st_size for f in folder.iterdir()) and model == det.model_dir
     assert abs(used - time.time()) < 600
+    assert main(["cache", "ls", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["traces"]
+    assert listed["path"] == str(folder) and listed["size_bytes"] == size and listed["model_folder"] == str(model)
+    assert main(["cache", "ls"]) == 0
+    assert "stored traced graphs: 1" in capsys.readouterr().out
 
 
 def _tiny_function(variable, with_callback: bool = False):

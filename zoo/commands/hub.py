@@ -128,13 +128,17 @@ def _usage(text: str) -> ZooError:
 
 
 def _ls(args: argparse.Namespace) -> int:
+    from zoo.backends.stored_trace import TraceStore
     from zoo.hub.maintenance import layout_for, list_entries, partial_downloads
 
     layout = layout_for()
     entries = list_entries(layout)
     parts = partial_downloads(layout)
+    traces = TraceStore(layout.root).entries()
     payload = {"cache": str(layout.root), "entries": [asdict(e) for e in entries],
-               "partial_downloads": [{"path": str(p), "size_bytes": s} for p, s in parts]}
+               "partial_downloads": [{"path": str(p), "size_bytes": s} for p, s in parts],
+               "traces": [{"path": str(path), "size_bytes": size, "last_used": used,
+                           "model_folder": str(model) if model else None} for path, size, used, model in traces]}
     lines = [f"cache: {layout.root}"]
     if not entries:
         lines.append("no cached models")
@@ -144,6 +148,9 @@ def _ls(args: argparse.Namespace) -> int:
                      + (f"  ({e.detail})" if e.detail else ""))
     for p, s in parts:
         lines.append(f"partial download: {p.name} ({_human(s)})")
+    if traces:
+        lines.append(f"stored traced graphs: {len(traces)} ({_human(sum(t[1] for t in traces))}; "
+                     "rebuilt when missing, `odzoo cache prune` removes those of models that are gone)")
     _emit(args, payload, lines)
     return 0
 
