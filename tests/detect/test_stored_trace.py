@@ -139,11 +139,25 @@ def _edit_meta(folder: Path, **change) -> None:
     (folder / META_FILE).write_text(json.dumps(meta))
 
 
+@pytest.fixture(scope="module")
+def demo_trace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, np.ndarray]]]:
+    """The demo model's stored graph (a copy) and its live outputs, made once for the module."""
+    cache = tmp_path_factory.mktemp("demo_trace_cache")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ODZOO_CACHE", str(cache))
+        expected = _outputs(zoo.load("demo"))
+    (stored,) = sorted((cache / "traces").iterdir())
+    kept = tmp_path_factory.mktemp("demo_trace") / stored.name
+    shutil.copytree(stored, kept)
+    return kept, expected
+
+
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
-def test_a_damaged_stored_graph_is_never_run_and_is_replaced(damage: str, tmp_path: Path) -> None:
-    first = zoo.load("demo")
-    expected = _outputs(first)
-    (stored,) = _traces()
+def test_a_damaged_stored_graph_is_never_run_and_is_replaced(damage: str, tmp_path: Path, demo_trace) -> None:
+    pristine, expected = demo_trace
+    stored = _cache() / "traces" / pristine.name  # the same demo model in this test's cache: the same key
+    shutil.copytree(pristine, stored)
+    assert zoo.load("demo").runner.stored_trace, "the copy is the demo model's stored graph"
     DAMAGES[damage](stored, tmp_path)
     det = zoo.load("demo")
     assert not getattr(det.runner, "stored_trace", False), "the ordinary path was taken"
