@@ -159,7 +159,7 @@ def _variant(det, **options):
     from zoo.backends.keras_backend import KerasBackend
     from zoo.detector import Detector
 
-    return Detector(KerasBackend(det.net, **options), spec=det.spec, label_map=det.label_map, net=det.net)
+    return Detector(KerasBackend(det.net, **options), spec=det.spec, label_map=det.label_map)
 
 
 def _batch(det, image, repeats: int) -> dict:

@@ -36,21 +36,19 @@ class Detector:
         model_dir: Path | None = None,
         label_map: Mapping[int, str] | None = None,
         restore_report: Any = None,
-        net: Any = None,
     ) -> None:
         self._backend = backend
         self.spec = spec
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.label_map = dict(label_map) if label_map is not None else None
         self.restore_report = restore_report
-        self._net = net
 
+    # ------------------------------------------------------------------ properties
     @property
     def net(self) -> Any:
         """Our network object (keras backend; built on first access when a stored trace ran so far), else None."""
-        return self._net if self._net is not None else getattr(self._backend, "net", None)
+        return getattr(self._backend, "net", None)
 
-    # ------------------------------------------------------------------ properties
     @property
     def backend(self) -> str:
         """Name of the backend: ``"keras"``, ``"saved_model"`` or ``"hub"``."""

@@ -202,7 +202,7 @@ def _open_model(model_or_name: Any, num_classes: int, labels: Mapping[int, str],
 
         cfg: Message = load(path)
         net = build_model(cfg, num_classes=num_classes, label_map=labels)
-        return Detector(KerasBackend(net), label_map=labels, net=net), cfg
+        return Detector(KerasBackend(net), label_map=labels), cfg
     from .loading import load as zoo_load
 
     det = zoo_load(model_or_name, num_classes=num_classes, label_map=labels, strict=strict)
@@ -332,7 +332,7 @@ def finetune(
         from .backends.keras_backend import KerasBackend
         from .detector import Detector
 
-        trained = Detector(KerasBackend(net), spec=None, model_dir=det.model_dir, label_map=labels, net=net)
+        trained = Detector(KerasBackend(net), spec=None, model_dir=det.model_dir, label_map=labels)
         trained.finetune_result = result  # type: ignore[attr-defined]
         return trained
     return _export_and_reload(net, config, labels, out, name or f"{_base_name(model_or_name)}_finetuned",

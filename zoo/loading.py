@@ -106,18 +106,17 @@ def build_keras_detector(
             jit_compile=jit_compile, restore_checkpoint=restore_checkpoint, precision=precision,
         )
 
-    stored = None
+    store = key = graph = None
     if trace_cache is not None and restore_checkpoint and not changed and not jit_compile:
-        stored = _stored_trace(Path(trace_cache), folder, labels, precision)
-    if stored is not None and stored[2] is not None:
+        store, key, graph = _stored_trace(Path(trace_cache), folder, labels, precision)
+    if graph is not None:
         from .backends.stored_trace import StoredTraceBackend
 
-        graph = stored[2]
         return Detector(StoredTraceBackend(graph, lambda: build()[0], precision), spec=spec, model_dir=folder,
                         label_map=labels, restore_report=graph.report)
     backend, report = build()
-    if stored is not None and report is not None and report.ok and not report.skipped:
-        backend.on_first_trace = functools.partial(_store_trace, stored[0], stored[1], report, folder)
+    if store is not None and report is not None and report.ok and not report.skipped:
+        backend.on_first_trace = functools.partial(_store_trace, store, key, report, folder)
     return Detector(
         backend,
         spec=spec,
@@ -149,24 +148,26 @@ def _build_keras_backend(
     return KerasBackend(net, jit_compile=jit_compile, precision=precision), report
 
 
-def _stored_trace(root: Path, folder: Path, labels: Mapping[int, str] | None, precision: str) -> tuple[Any, str, Any] | None:
-    """``(store, key, stored graph or None)`` for ``folder``, or None when the store cannot be used."""
+def _stored_trace(root: Path, folder: Path, labels: Mapping[int, str] | None,
+                  precision: str) -> tuple[Any, str | None, Any]:
+    """``(store, key, stored graph)`` for ``folder``: the graph None when there is none yet, all three
+    None when the store cannot be used."""
     from . import settings
     from .checkpoint import checkpoint_prefix
 
     if not settings.trace_cache():
-        return None
+        return None, None, None
     from .backends.stored_trace import TraceStore
 
     try:
         prefix = checkpoint_prefix(folder / "checkpoint")
     except NotCachedError:
-        return None  # the ordinary path reports it
+        return None, None, None  # the ordinary path reports it
     store = TraceStore(root)
     options = {"labels": sorted((labels or {}).items()), "precision": precision}
     key = store.key(folder, prefix, options)
     if key is None:
-        return None
+        return None, None, None
     return store, key, store.load(key, prefix)
 
 

@@ -34,23 +34,23 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ..checkpoint import RestoreReport
+from ..checkpoint import VALUE_SUFFIX, RestoreReport
+from ..files import file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
-__all__ = ["StoredGraph", "StoredTraceBackend", "TraceStore", "code_digest"]
+__all__ = ["StoredGraph", "StoredTraceBackend", "TraceEntry", "TraceStore", "code_digest"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 GRAPH_FILE = "graph.pb"
 META_FILE = "trace.json"
-_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 #: stateful ops a detection graph may hold; any other stateful op makes a stored graph unusable
 _ALLOWED_STATEFUL = frozenset({
     "Assert", "Case", "If", "PartitionedCall", "ReadVariableOp", "StatefulPartitionedCall", "While",
@@ -68,13 +68,14 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+class TraceEntry(NamedTuple):
+    """One stored graph, as ``odzoo cache ls`` and ``prune`` see it."""
 
-
-def _index_file(checkpoint_prefix: str) -> Path:
-    return Path(checkpoint_prefix + ".index")
+    folder: Path
+    size_bytes: int
+    last_used: float
+    model_folder: Path | None
+    """the model folder it was traced from (None when its ``trace.json`` cannot be read)"""
 
 
 @dataclass
@@ -110,8 +111,8 @@ class TraceStore:
                 "keras": keras.__version__,
                 "dtype_policy": keras.config.dtype_policy().name,
                 "odzoo": code_digest(),
-                "pipeline_config": _file_digest(folder / "pipeline.config"),
-                "checkpoint_index": _file_digest(_index_file(checkpoint_prefix)),
+                "pipeline_config": file_sha256(folder / "pipeline.config"),
+                "checkpoint_index": file_sha256(checkpoint_prefix + ".index"),
                 "options": dict(options),
             }
         except OSError as exc:
@@ -209,8 +210,8 @@ class TraceStore:
             return
         shutil.rmtree(aside, ignore_errors=True)
 
-    def entries(self) -> list[tuple[Path, int, float, Path | None]]:
-        """Every stored graph: ``(folder, bytes, last use as a timestamp, model folder it was traced from)``."""
+    def entries(self) -> list[TraceEntry]:
+        """Every stored graph, by folder name."""
         found = []
         if not self.root.is_dir():
             return found
@@ -226,7 +227,7 @@ class TraceStore:
                 model = Path(json.loads((folder / META_FILE).read_text())["model_folder"])
             except (OSError, ValueError, KeyError, TypeError):
                 model = None
-            found.append((folder, size, used, model))
+            found.append(TraceEntry(folder, size, used, model))
         return found
 
 
@@ -280,7 +281,7 @@ def _read_values(checkpoint_prefix: str, entries: list[dict[str, Any]]) -> list[
     shapes = reader.get_variable_to_shape_map()
     values = []
     for entry in entries:
-        full = entry["key"] + _VALUE_SUFFIX
+        full = entry["key"] + VALUE_SUFFIX
         if full not in shapes:
             raise KeyError(f"checkpoint has no {entry['key']}")
         if list(shapes[full]) != list(entry["shape"]):

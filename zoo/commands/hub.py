@@ -137,8 +137,8 @@ def _ls(args: argparse.Namespace) -> int:
     traces = TraceStore(layout.root).entries()
     payload = {"cache": str(layout.root), "entries": [asdict(e) for e in entries],
                "partial_downloads": [{"path": str(p), "size_bytes": s} for p, s in parts],
-               "traces": [{"path": str(path), "size_bytes": size, "last_used": used,
-                           "model_folder": str(model) if model else None} for path, size, used, model in traces]}
+               "traces": [{"path": str(t.folder), "size_bytes": t.size_bytes, "last_used": t.last_used,
+                           "model_folder": str(t.model_folder) if t.model_folder else None} for t in traces]}
     lines = [f"cache: {layout.root}"]
     if not entries:
         lines.append("no cached models")
@@ -149,7 +149,7 @@ def _ls(args: argparse.Namespace) -> int:
     for p, s in parts:
         lines.append(f"partial download: {p.name} ({_human(s)})")
     if traces:
-        lines.append(f"stored traced graphs: {len(traces)} ({_human(sum(t[1] for t in traces))}; "
+        lines.append(f"stored traced graphs: {len(traces)} ({_human(sum(t.size_bytes for t in traces))}; "
                      "rebuilt when missing, `odzoo cache prune` removes those of models that are gone)")
     _emit(args, payload, lines)
     return 0

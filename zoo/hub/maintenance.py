@@ -353,10 +353,11 @@ def _stale_traces(layout: Layout, cutoff: float | None, removed: set[str]) -> li
     from zoo.backends.stored_trace import TraceStore
 
     items = []
-    for folder, size, used, model in TraceStore(layout.root).entries():
+    for trace in TraceStore(layout.root).entries():
+        model = trace.model_folder
         orphaned = model is None or str(model) in removed or not (model / "pipeline.config").is_file()
-        if orphaned or (cutoff is not None and used < cutoff):
-            items.append(PruneItem("trace", str(folder), size))
+        if orphaned or (cutoff is not None and trace.last_used < cutoff):
+            items.append(PruneItem("trace", str(trace.folder), trace.size_bytes))
     return items
 
 
